@@ -1,0 +1,94 @@
+"""The one typed configuration schema. YAML files and `key=value` overrides fill it in."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+def bounds(low: float | None = None, high: float | None = None, doc: str = "") -> dict:
+    return {"low": low, "high": high, "doc": doc}
+
+
+@dataclass
+class RunConfig:
+    name: str = "quickstart"
+    seed: int = field(default=0, metadata=bounds(0))
+    mode: Literal["async", "sync"] = "async"
+    total_env_steps: int = field(default=60_000, metadata=bounds(1))
+    wall_clock_limit_s: float = field(default=0.0, metadata=bounds(0, doc="0 = no limit"))
+    out: str = field(default="", metadata=bounds(doc="run directory; empty = runs/<name>-<time>"))
+    torch_threads: int = field(default=1, metadata=bounds(1))
+    progress_bar: bool = True
+    metrics_every_s: float = field(default=5.0, metadata=bounds(0.1))
+    checkpoint_every_updates: int = field(default=0, metadata=bounds(0, doc="0 = only at the end"))
+    resume: str = field(default="", metadata=bounds(doc="checkpoint file or run directory to resume"))
+
+
+@dataclass
+class EnvConfig:
+    name: str = "tabletop_reach"
+    image_size: int = field(default=64, metadata=bounds(16, 512))
+    max_episode_steps: int = field(default=25, metadata=bounds(1))
+    envs_per_sampler: int = field(default=16, metadata=bounds(1))
+    workers_per_sampler: int = field(default=2, metadata=bounds(0, doc="0 = step envs in the sampler itself"))
+    step_timeout_s: float = field(default=30.0, metadata=bounds(0.1))
+
+
+@dataclass
+class ModelConfig:
+    patch_size: int = field(default=8, metadata=bounds(1))
+    width: int = field(default=64, metadata=bounds(8))
+    depth: int = field(default=2, metadata=bounds(1))
+    heads: int = field(default=4, metadata=bounds(1))
+    action_bins: int = field(default=11, metadata=bounds(2, 1024))
+    vocab_size: int = field(default=256, metadata=bounds(8))
+    max_instruction_tokens: int = field(default=8, metadata=bounds(1))
+
+
+@dataclass
+class LearnConfig:
+    algorithm: Literal["grpo"] = "grpo"
+    advantage: Literal["outcome", "process"] = "outcome"
+    group_size: int = field(default=8, metadata=bounds(2))
+    groups_per_update: int = field(default=2, metadata=bounds(1))
+    epochs: int = field(default=2, metadata=bounds(1))
+    minibatch_size: int = field(default=200, metadata=bounds(1))
+    lr: float = field(default=3e-4, metadata=bounds(0.0))
+    clip_ratio: float = field(default=0.2, metadata=bounds(0.0, 1.0))
+    entropy_coef: float = field(default=0.0, metadata=bounds(0.0))
+    max_grad_norm: float = field(default=1.0, metadata=bounds(0.0))
+    max_policy_lag: int = field(default=4, metadata=bounds(0))
+    publish_every: int = field(default=1, metadata=bounds(1))
+
+
+@dataclass
+class LayoutConfig:
+    learn_ranks: int = field(default=1, metadata=bounds(1))
+    infer_ranks: int = field(default=1, metadata=bounds(0, doc="0 = one per node"))
+    ranks_per_node: int = field(default=0, metadata=bounds(0, doc="0 = detect; >0 emulates nodes"))
+    nodes_per_switch: int = field(default=0, metadata=bounds(0, doc="0 = detect; >0 emulates switches"))
+    broadcast_chunk_kib: int = field(default=256, metadata=bounds(1))
+
+
+@dataclass
+class PipelineConfig:
+    queue_depth: int = field(default=4, metadata=bounds(1, doc="slots per bounded lane queue"))
+    episode_slots: int = field(default=0, metadata=bounds(0, doc="0 = sized from envs and groups"))
+    poll_max_sleep_ms: float = field(default=2.0, metadata=bounds(0.01))
+
+
+@dataclass
+class OutputConfig:
+    record_every: int = field(default=1, metadata=bounds(0, doc="write every Nth episode to HDF5; 0 = none"))
+    episodes_per_shard: int = field(default=200, metadata=bounds(1))
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    learn: LearnConfig = field(default_factory=LearnConfig)
+    layout: LayoutConfig = field(default_factory=LayoutConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)

@@ -1,0 +1,142 @@
+"""Inference lane: batches observations, runs the active policy, returns actions and assembles
+episodes in which every step carries the policy version that produced it."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from dvla_hpc.lanes.lane import Lane, SlotQueue
+from dvla_hpc.memory.layouts import H, SlabKind, stamp, validate
+from dvla_hpc.memory.slab_pool import SlabPool
+from dvla_hpc.memory.static_pool import DoubleBufferedWeights
+from dvla_hpc.model.tokens import ActionBins
+from dvla_hpc.model.vla import PolicyBatch
+
+
+class EpisodeAssembler:
+    """Open episodes keyed by (sampler, env); each lives in one slot of the episode pool."""
+
+    def __init__(self, pool: SlabPool, max_steps: int):
+        self.pool = pool
+        self.max_steps = max_steps
+        self.open: dict[tuple[int, int], int] = {}
+        self.next_episode_id = 0
+
+    def close_finished(self, sampler: int, obs: dict, out: SlotQueue, stop) -> int:
+        """Book the reward of each env's last step; hand finished episodes to the learner."""
+        finished = 0
+        for j in range(int(obs["header"][H.COUNT])):
+            key = (sampler, int(obs["env_ids"][j]))
+            slot = self.open.get(key)
+            if slot is None:
+                continue
+            ep = self.pool.slots[slot]
+            t = int(ep["header"][H.COUNT])
+            ep["reward"][t - 1] = obs["reward"][j]
+            if obs["done"][j]:
+                ep["header"][H.SUCCESS] = int(obs["success"][j])
+                ep["header"][H.FAILED] = int(obs["failed"][j])
+                del self.open[key]
+                out.put(slot, stop)
+                finished += 1
+            elif t == self.max_steps:
+                raise RuntimeError(f"env {key} ran past its step limit {self.max_steps} without done")
+        return finished
+
+    def record_step(self, sampler: int, obs: dict, tokens: np.ndarray, logp: np.ndarray,
+                    actions: np.ndarray, version: int, lane: Lane) -> bool:
+        for j in range(int(obs["header"][H.COUNT])):
+            key = (sampler, int(obs["env_ids"][j]))
+            slot = self.open.get(key)
+            if slot is None:
+                with lane.waiting():
+                    while slot is None and not lane.stop.is_set():
+                        slot = self.pool.acquire(timeout=0.05)
+                if slot is None:
+                    return False
+                self.start(slot, sampler, obs, j)
+                self.open[key] = slot
+            ep = self.pool.slots[slot]
+            t = int(ep["header"][H.COUNT])
+            ep["image"][t] = obs["image"][j]
+            ep["proprio"][t] = obs["proprio"][j]
+            ep["tokens"][t] = tokens[j]
+            ep["logp"][t] = logp[j]
+            ep["action"][t] = actions[j]
+            ep["reward"][t] = 0.0
+            ep["version"][t] = version
+            ep["header"][H.COUNT] = t + 1
+        return True
+
+    def start(self, slot: int, sampler: int, obs: dict, j: int) -> None:
+        header = self.pool.slots[slot]["header"]
+        header[:] = 0
+        stamp(header, SlabKind.EPISODE)
+        header[H.SAMPLER] = sampler
+        header[H.ENV] = obs["env_ids"][j]
+        header[H.TASK] = obs["task"][j]
+        header[H.GROUP] = obs["group"][j]
+        header[H.SEED] = obs["seed"][j]
+        header[H.EPISODE_ID] = self.next_episode_id
+        self.next_episode_id += 1
+
+
+class InferLane(Lane):
+    def __init__(self, weights: DoubleBufferedWeights, instruction_tokens: torch.Tensor, bins: ActionBins,
+                 obs_pool: SlabPool, obs_in: SlotQueue, action_pool: SlabPool, action_out: SlotQueue,
+                 assembler: EpisodeAssembler, episode_out: SlotQueue, seed: int, stop, failed,
+                 name: str = "infer"):
+        super().__init__(name, stop, failed)
+        self.weights = weights
+        self.instruction_tokens = instruction_tokens
+        self.bins = bins
+        self.obs_pool, self.obs_in = obs_pool, obs_in
+        self.action_pool, self.action_out = action_pool, action_out
+        self.assembler = assembler
+        self.episode_out = episode_out
+        self.generator = torch.Generator().manual_seed(seed)
+        self.max_envs = obs_pool.layout.fields["env_ids"].shape[0]
+        self.swaps = 0
+        self.episodes = 0
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            with self.waiting():
+                slot = self.obs_in.get(timeout=0.05)
+            if slot is None:
+                continue
+            if not self.serve(slot):
+                return
+
+    def serve(self, slot: int) -> bool:
+        obs = self.obs_pool.slots[slot]
+        validate(obs["header"], SlabKind.OBSERVATIONS, self.max_envs, "inference lane")
+        sampler, half, n = (int(obs["header"][w]) for w in (H.SAMPLER, H.HALF, H.COUNT))
+        self.episodes += self.assembler.close_finished(sampler, obs, self.episode_out, self.stop)
+        if self.weights.swap_if_staged():
+            self.swaps += 1
+        model, version = self.weights.active_model()
+        batch = PolicyBatch(
+            images=torch.from_numpy(obs["image"][:n]),
+            proprio=torch.from_numpy(obs["proprio"][:n]),
+            instruction_tokens=self.instruction_tokens[torch.from_numpy(obs["task"][:n]).long()])
+        tokens, logp = model.act(batch, self.generator)
+        actions = self.bins.to_actions(tokens)
+        with self.waiting():
+            out = None
+            while out is None and not self.stop.is_set():
+                out = self.action_pool.acquire(timeout=0.05)
+        if out is None:
+            return False
+        view = self.action_pool.slots[out]
+        stamp(view["header"], SlabKind.ACTIONS)
+        view["header"][H.SAMPLER], view["header"][H.HALF], view["header"][H.COUNT] = sampler, half, n
+        view["action"][:n] = actions.numpy()
+        with self.waiting():
+            if not self.action_out.put(out, self.stop):
+                return False
+        ok = self.assembler.record_step(sampler, obs, tokens.numpy(), logp.numpy(), actions.numpy(),
+                                        version, self)
+        self.obs_pool.release(slot)
+        self.items += 1
+        return ok

@@ -1,0 +1,91 @@
+"""A lane: one thread running one loop, timing its busy and waiting shares."""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+
+
+class SlotQueue:
+    """Bounded queue of slot ids between lanes: full means backpressure, never an allocation."""
+
+    def __init__(self, capacity: int, name: str):
+        self.name = name
+        self._q: queue.Queue[int] = queue.Queue(maxsize=capacity)
+
+    def put(self, slot: int, stop: threading.Event) -> bool:
+        while not stop.is_set():
+            try:
+                self._q.put(slot, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def put_nowait(self, slot: int) -> bool:
+        try:
+            self._q.put_nowait(slot)
+            return True
+        except queue.Full:
+            return False
+
+    def get(self, timeout: float) -> int | None:
+        try:
+            return self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def qsize(self) -> int:
+        return self._q.qsize()
+
+
+class Lane(threading.Thread):
+    """Subclasses implement `loop()`, which runs until `self.stop` is set, and wrap every wait
+    in `with self.waiting():` so the run can tell which lane is the bottleneck."""
+
+    def __init__(self, name: str, stop: threading.Event, failed: threading.Event):
+        super().__init__(name=name, daemon=True)
+        self.stop = stop
+        self.failed = failed
+        self.error: BaseException | None = None
+        self.error_text = ""
+        self.wait_s = 0.0
+        self.started_at = 0.0
+        self.finished_at = 0.0
+        self.items = 0
+
+    @contextmanager
+    def waiting(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.wait_s += time.perf_counter() - t0
+
+    def run(self) -> None:
+        self.started_at = time.perf_counter()
+        try:
+            self.loop()
+        except BaseException as err:  # noqa: BLE001 - recorded, then re-raised by the runner
+            self.error = err
+            self.error_text = traceback.format_exc()
+            self.failed.set()
+            self.stop.set()
+        finally:
+            self.finished_at = time.perf_counter()
+            self.close()
+
+    def loop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the lane owns; runs on the lane's thread after the loop ends."""
+
+    def shares(self) -> dict:
+        end = self.finished_at or time.perf_counter()
+        total = max(end - self.started_at, 1e-9) if self.started_at else 1e-9
+        wait = min(self.wait_s, total)
+        return {"busy": round((total - wait) / total, 4), "waiting": round(wait / total, 4),
+                "items": self.items, "seconds": round(total, 3)}

@@ -1,0 +1,44 @@
+"""GRPO: group-relative advantages and the clipped ratio objective on action tokens."""
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-6
+
+
+def outcome_advantages(returns: list[float]) -> list[float]:
+    """(return - group mean) / (group std + eps); one value per episode of the group."""
+    r = torch.tensor(returns, dtype=torch.float64)
+    if len(returns) < 2:
+        return [0.0] * len(returns)
+    adv = (r - r.mean()) / (r.std(unbiased=False) + EPS)
+    return adv.tolist()
+
+
+def process_advantages(step_rewards: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Process-supervised GRPO: normalise every step reward by the group's step-reward statistics,
+    then each step's advantage is the sum of normalised rewards from that step on."""
+    flat = torch.cat(step_rewards).double()
+    mean, std = flat.mean(), flat.std(unbiased=False)
+    out = []
+    for rewards in step_rewards:
+        norm = (rewards.double() - mean) / (std + EPS)
+        out.append(torch.flip(torch.cumsum(torch.flip(norm, [0]), 0), [0]).float())
+    return out
+
+
+def clipped_token_loss(logits: torch.Tensor, tokens: torch.Tensor, old_logp: torch.Tensor,
+                       advantages: torch.Tensor, clip_ratio: float, entropy_coef: float):
+    """logits (B, A, bins); tokens, old_logp (B, A); advantages (B,). Returns (loss, stats)."""
+    logp_all = torch.log_softmax(logits.float(), dim=-1)
+    logp = logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    ratio = torch.exp(logp - old_logp)
+    adv = advantages.unsqueeze(-1)
+    surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip_ratio, 1 + clip_ratio) * adv)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    loss = -surrogate.mean() - entropy_coef * entropy.mean()
+    with torch.no_grad():
+        clipped = ((ratio - 1).abs() > clip_ratio).float().mean()
+        approx_kl = (old_logp - logp).mean()
+    return loss, {"entropy": entropy.mean().item(), "clip_fraction": clipped.item(),
+                  "approx_kl": approx_kl.item()}

@@ -1,0 +1,68 @@
+"""Entry point: `[mpiexec -n N] python -m dvla_hpc.main [--config X.yaml] [--out DIR] [key=value ...]`."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from dvla_hpc.config.loader import DEFAULT_CONFIG, ConfigError, load_config
+from dvla_hpc.output.summary import format_summary_table, write_summary
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m dvla_hpc.main",
+        description="Asynchronous RL fine-tuning of a VLA policy (one process, or one MPI job).")
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: quickstart)")
+    parser.add_argument("--out", help="run directory (same as run.out=DIR)")
+    parser.add_argument("--resume", help="checkpoint file or run directory to resume (run.resume=...)")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"run.out={args.out}")
+    if args.resume:
+        overrides.append(f"run.resume={args.resume}")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from mpi4py import MPI  # after argument parsing, so `--help` needs no MPI
+
+    world = MPI.COMM_WORLD
+    from dvla_hpc.runtime.signals import StopRequest, abort_on_unhandled_error
+    if world.Get_size() > 1:
+        abort_on_unhandled_error(world)
+    try:
+        cfg = load_config(args.config, overrides)
+    except ConfigError as err:
+        if world.Get_rank() == 0:
+            print(f"config error: {err}", file=sys.stderr)
+        return 2
+    stop_request = StopRequest()
+    stop_request.install()
+
+    from dvla_hpc.runtime.run_dir import prepare_run_dir, resolve_run_dir
+    run_dir = resolve_run_dir(cfg)
+    if world.Get_size() == 1:
+        from dvla_hpc.runtime.local_run import run_local
+        try:
+            prepare_run_dir(cfg, run_dir)
+        except ConfigError as err:
+            print(f"config error: {err}", file=sys.stderr)
+            return 2
+        summary = run_local(cfg, run_dir, stop_request)
+    else:
+        from dvla_hpc.runtime.mpi_run import run_mpi
+        summary = run_mpi(cfg, run_dir, world, stop_request)
+    if summary is not None:
+        write_summary(run_dir / "summary.json", summary)
+        print(format_summary_table(summary))
+        print(f"run directory: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Static pool: a model's parameters as views into one flat buffer; holders keep active + staging."""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+def flatten_parameters(model: nn.Module, pin: bool = False) -> torch.Tensor:
+    """Re-point every parameter at a slice of one contiguous float32 buffer and return that buffer."""
+    params = list(model.parameters())
+    if any(p.dtype != torch.float32 for p in params):
+        raise TypeError("flatten_parameters expects float32 parameters")
+    total = sum(p.numel() for p in params)
+    flat = torch.empty(total, dtype=torch.float32, device=params[0].device)
+    if pin and torch.cuda.is_available() and flat.device.type == "cpu":
+        flat = flat.pin_memory()
+    offset = 0
+    for p in params:
+        n = p.numel()
+        view = flat[offset: offset + n].view_as(p)
+        view.copy_(p.data)
+        p.data = view
+        offset += n
+    return flat
+
+
+class DoubleBufferedWeights:
+    """Two model copies over two flat buffers. The distributor fills the staging copy;
+    the inference lane swaps to it between batches (a pointer swap, never a copy on its path)."""
+
+    def __init__(self, make_model: Callable[[], nn.Module]):
+        self.models = [make_model().eval(), make_model().eval()]
+        for m in self.models:
+            m.requires_grad_(False)
+        self.buffers = [flatten_parameters(m) for m in self.models]
+        self.versions = [0, -1]
+        self.active = 0
+        self._staged = False
+        self._cond = threading.Condition()
+
+    @property
+    def nbytes(self) -> int:
+        return self.buffers[0].numel() * 4
+
+    def active_model(self) -> tuple[nn.Module, int]:
+        return self.models[self.active], self.versions[self.active]
+
+    def load_initial(self, flat: torch.Tensor, version: int) -> None:
+        for buf in self.buffers:
+            buf.copy_(flat)
+        self.versions = [version, version]
+
+    def staging_buffer(self, timeout: float) -> torch.Tensor | None:
+        """The inactive buffer once the previous staged version has been swapped in; None on timeout."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._staged, timeout):
+                return None
+            return self.buffers[1 - self.active]
+
+    def mark_staged(self, version: int) -> None:
+        with self._cond:
+            self.versions[1 - self.active] = version
+            self._staged = True
+
+    def swap_if_staged(self) -> bool:
+        with self._cond:
+            if not self._staged:
+                return False
+            self.active = 1 - self.active
+            self._staged = False
+            self._cond.notify_all()
+            return True

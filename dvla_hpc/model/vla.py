@@ -1,0 +1,69 @@
+"""A small Vision-Language-Action policy: patches + instruction + proprio -> transformer -> action tokens."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dvla_hpc.config.schema import ModelConfig
+from dvla_hpc.envs.protocol import EnvSpec
+
+
+@dataclass
+class PolicyBatch:
+    images: torch.Tensor  # (B, H, W, 3) uint8
+    proprio: torch.Tensor  # (B, P) float32
+    instruction_tokens: torch.Tensor  # (B, L) int64, 0 = padding
+
+
+class VLAPolicy(nn.Module):
+    def __init__(self, cfg: ModelConfig, spec: EnvSpec):
+        super().__init__()
+        height, width, channels = spec.image_shape
+        p = cfg.patch_size
+        self.patch_size = p
+        self.action_dim = spec.action_dim
+        self.bins = cfg.action_bins
+        num_patches = (height // p) * (width // p)
+        self.patch_embed = nn.Linear(p * p * channels, cfg.width)
+        self.patch_pos = nn.Parameter(torch.randn(num_patches, cfg.width) * 0.02)
+        self.word_embed = nn.Embedding(cfg.vocab_size, cfg.width, padding_idx=0)
+        self.word_pos = nn.Parameter(torch.randn(cfg.max_instruction_tokens, cfg.width) * 0.02)
+        self.proprio_embed = nn.Linear(spec.proprio_dim, cfg.width)
+        self.action_queries = nn.Parameter(torch.randn(spec.action_dim, cfg.width) * 0.02)
+        layer = nn.TransformerEncoderLayer(
+            cfg.width, cfg.heads, dim_feedforward=cfg.width * 2, dropout=0.0,
+            batch_first=True, norm_first=True)
+        self.trunk = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(cfg.width)
+        self.action_head = nn.Linear(cfg.width, cfg.action_bins)
+
+    def patches(self, images: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = images.shape
+        p = self.patch_size
+        x = images.float().div_(255.0).view(b, h // p, p, w // p, p, c)
+        return x.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // p) * (w // p), p * p * c)
+
+    def forward(self, batch: PolicyBatch) -> torch.Tensor:
+        """Logits of shape (B, action_dim, bins)."""
+        b = batch.images.shape[0]
+        image_tokens = self.patch_embed(self.patches(batch.images)) + self.patch_pos
+        words = batch.instruction_tokens
+        word_tokens = self.word_embed(words) + self.word_pos[: words.shape[1]]
+        proprio_token = self.proprio_embed(batch.proprio).unsqueeze(1)
+        queries = self.action_queries.expand(b, -1, -1)
+        tokens = torch.cat([queries, proprio_token, word_tokens, image_tokens], dim=1)
+        padding = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        padding[:, self.action_dim + 1: self.action_dim + 1 + words.shape[1]] = words == 0
+        hidden = self.trunk(tokens, src_key_padding_mask=padding)
+        return self.action_head(self.norm(hidden[:, : self.action_dim]))
+
+    @torch.no_grad()
+    def act(self, batch: PolicyBatch, generator: torch.Generator | None = None):
+        """Sampled action tokens (B, A) and their per-token log-probabilities (B, A)."""
+        logits = self.forward(batch)
+        probs = torch.softmax(logits.float(), dim=-1)
+        tokens = torch.multinomial(probs.view(-1, self.bins), 1, generator=generator).view(probs.shape[:2])
+        logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        return tokens, logp

@@ -1,0 +1,59 @@
+"""Everything every role derives from the config alone: env spec, model factory, slab layouts, sizes."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from dvla_hpc.config.schema import Config
+from dvla_hpc.envs.protocol import EnvSpec
+from dvla_hpc.envs.registry import env_spec
+from dvla_hpc.memory.layouts import action_layout, episode_layout, observation_layout
+from dvla_hpc.memory.slab_pool import SlabLayout
+from dvla_hpc.model.tokens import ActionBins, tokenize_catalogue
+from dvla_hpc.model.vla import VLAPolicy
+
+
+def env_kwargs(cfg: Config) -> dict:
+    return {"image_size": cfg.env.image_size, "max_episode_steps": cfg.env.max_episode_steps}
+
+
+@dataclass
+class Blueprint:
+    cfg: Config
+    spec: EnvSpec
+    instruction_tokens: torch.Tensor
+    bins: ActionBins
+    obs_layout: SlabLayout
+    action_layout: SlabLayout
+    episode_layout: SlabLayout
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "Blueprint":
+        spec = env_spec(cfg.env.name, **env_kwargs(cfg))
+        half = cfg.env.envs_per_sampler // 2
+        return cls(cfg=cfg, spec=spec,
+                   instruction_tokens=tokenize_catalogue(
+                       spec.instructions, cfg.model.vocab_size, cfg.model.max_instruction_tokens),
+                   bins=ActionBins(cfg.model.action_bins),
+                   obs_layout=observation_layout(spec, half),
+                   action_layout=action_layout(spec, half),
+                   episode_layout=episode_layout(spec))
+
+    def make_policy(self) -> VLAPolicy:
+        return VLAPolicy(self.cfg.model, self.spec)
+
+    def initial_policy(self) -> VLAPolicy:
+        torch.manual_seed(self.cfg.run.seed)
+        return self.make_policy()
+
+    def learner_episode_slots(self, samplers: int) -> int:
+        """Enough slots that incomplete groups can never starve the pool."""
+        p, g = self.cfg.pipeline, self.cfg.learn.group_size
+        if p.episode_slots:
+            return p.episode_slots
+        per_sampler = self.cfg.env.envs_per_sampler + 2 * g
+        return samplers * per_sampler + (self.cfg.learn.groups_per_update + 1) * g + p.queue_depth
+
+    def infer_episode_slots(self, samplers: int) -> int:
+        return samplers * self.cfg.env.envs_per_sampler + self.cfg.pipeline.queue_depth
