@@ -71,3 +71,61 @@ class LocalDistributeLane(Lane):
             self.publisher.sent()
             self.latency_s.append(time.perf_counter() - t0)
             self.items += 1
+
+
+class TreeSendLane(Lane):
+    """MPI mode, learner root: each published version goes down the broadcast tree."""
+
+    def __init__(self, tree, publisher: WeightPublisher, announce, stop, failed):
+        super().__init__("distribute", stop, failed)
+        self.tree, self.publisher, self.announce = tree, publisher, announce
+        self.latency_s: list[float] = []
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            with self.waiting():
+                version = self.publisher.take(timeout=0.05)
+            if version is None:
+                continue
+            t0 = time.perf_counter()
+            self.tree.start(version, self.publisher.outgoing.numpy())
+            self.announce(version)
+            while not self.tree.progress():
+                with self.waiting():
+                    time.sleep(2e-4)
+            self.publisher.sent()
+            self.latency_s.append(time.perf_counter() - t0)
+            self.items += 1
+
+    def close(self) -> None:
+        self.tree.cancel()
+
+
+class TreeReceiveLane(Lane):
+    """MPI mode, weight holder: receives each version straight into the staging buffer
+    (forwarding chunks to its children on the way) and marks it ready for a swap."""
+
+    def __init__(self, tree, holder: DoubleBufferedWeights, stop, failed):
+        super().__init__("distribute", stop, failed)
+        self.tree, self.holder = tree, holder
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            with self.waiting():
+                staging = self.holder.staging_buffer(timeout=0.05)
+            if staging is None:
+                continue
+            self.tree.post_receive(staging.numpy())
+            version = None
+            while version is None:
+                version = self.tree.progress()
+                if version is None:
+                    if self.stop.is_set() and not self.tree.in_flight:
+                        return
+                    with self.waiting():
+                        time.sleep(2e-4)
+            self.holder.mark_staged(version)
+            self.items += 1
+
+    def close(self) -> None:
+        self.tree.cancel()

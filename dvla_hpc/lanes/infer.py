@@ -116,6 +116,12 @@ class InferLane(Lane):
         if self.weights.swap_if_staged():
             self.swaps += 1
         model, version = self.weights.active_model()
+        while version < 0:  # MPI mode: no weights until the first version has come down the tree
+            with self.waiting():
+                if self.stop.wait(0.01):
+                    return False
+            if self.weights.swap_if_staged():
+                model, version = self.weights.active_model()
         batch = PolicyBatch(
             images=torch.from_numpy(obs["image"][:n]),
             proprio=torch.from_numpy(obs["proprio"][:n]),

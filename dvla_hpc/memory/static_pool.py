@@ -31,12 +31,12 @@ class DoubleBufferedWeights:
     """Two model copies over two flat buffers. The distributor fills the staging copy;
     the inference lane swaps to it between batches (a pointer swap, never a copy on its path)."""
 
-    def __init__(self, make_model: Callable[[], nn.Module]):
+    def __init__(self, make_model: Callable[[], nn.Module], initial_version: int = 0):
         self.models = [make_model().eval(), make_model().eval()]
         for m in self.models:
             m.requires_grad_(False)
         self.buffers = [flatten_parameters(m) for m in self.models]
-        self.versions = [0, -1]
+        self.versions = [initial_version, -1]
         self.active = 0
         self._staged = False
         self._cond = threading.Condition()

@@ -1,4 +1,6 @@
-"""A small Vision-Language-Action policy: patches + instruction + proprio -> transformer -> action tokens."""
+"""A small Vision-Language-Action policy in the RT-1 mould: an instruction-conditioned (FiLM)
+patch encoder, a transformer over image, instruction and proprio tokens, and per-dimension
+discretised action tokens."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,19 +19,51 @@ class PolicyBatch:
     instruction_tokens: torch.Tensor  # (B, L) int64, 0 = padding
 
 
+class FiLMPatchEncoder(nn.Module):
+    """Patchify (stride-s conv) then a stride-2 conv, each modulated by the instruction (FiLM):
+    the language decides which visual features matter before any attention happens. Besides the
+    patch tokens it emits a keypoint token: where each feature channel fires (spatial softmax)."""
+
+    def __init__(self, channels: int, patch_size: int, width: int, text_width: int):
+        super().__init__()
+        if patch_size < 2 or patch_size % 2:
+            raise ValueError(f"model.patch_size must be an even number >= 2, got {patch_size}")
+        self.patchify = nn.Conv2d(3, channels, kernel_size=patch_size // 2, stride=patch_size // 2)
+        self.merge = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1)
+        self.film = nn.Linear(text_width, 4 * channels)
+        self.project = nn.Linear(channels, width)
+        self.keypoints = nn.Linear(2 * channels, width)
+
+    def forward(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch tokens (B, patches, width) and one keypoint token (B, 1, width)."""
+        x = images.permute(0, 3, 1, 2).float().div_(255.0)
+        g1, b1, g2, b2 = self.film(text).unsqueeze(-1).unsqueeze(-1).chunk(4, dim=1)
+        x = torch.relu(self.patchify(x) * (1 + g1) + b1)
+        x = self.merge(x) * (1 + g2) + b2
+        patches = self.project(torch.relu(x).flatten(2).transpose(1, 2))
+        return patches, self.keypoints(spatial_softmax(x)).unsqueeze(1)
+
+
+def spatial_softmax(features: torch.Tensor) -> torch.Tensor:
+    """Expected (x, y) in [-1, 1] of each channel's activation: where each feature fires."""
+    b, c, h, w = features.shape
+    attention = torch.softmax(features.flatten(2), dim=-1).view(b, c, h, w)
+    ys = torch.linspace(-1, 1, h, device=features.device)
+    xs = torch.linspace(-1, 1, w, device=features.device)
+    return torch.cat([(attention.sum(3) * ys).sum(-1), (attention.sum(2) * xs).sum(-1)], dim=1)
+
+
 class VLAPolicy(nn.Module):
     def __init__(self, cfg: ModelConfig, spec: EnvSpec):
         super().__init__()
-        height, width, channels = spec.image_shape
-        p = cfg.patch_size
-        self.patch_size = p
+        height, width, _ = spec.image_shape
         self.action_dim = spec.action_dim
         self.bins = cfg.action_bins
-        num_patches = (height // p) * (width // p)
-        self.patch_embed = nn.Linear(p * p * channels, cfg.width)
-        self.patch_pos = nn.Parameter(torch.randn(num_patches, cfg.width) * 0.02)
+        num_patches = (height // cfg.patch_size) * (width // cfg.patch_size)
         self.word_embed = nn.Embedding(cfg.vocab_size, cfg.width, padding_idx=0)
         self.word_pos = nn.Parameter(torch.randn(cfg.max_instruction_tokens, cfg.width) * 0.02)
+        self.encoder = FiLMPatchEncoder(cfg.encoder_channels, cfg.patch_size, cfg.width, cfg.width)
+        self.patch_pos = nn.Parameter(torch.randn(num_patches, cfg.width) * 0.02)
         self.proprio_embed = nn.Linear(spec.proprio_dim, cfg.width)
         self.action_queries = nn.Parameter(torch.randn(spec.action_dim, cfg.width) * 0.02)
         layer = nn.TransformerEncoderLayer(
@@ -39,21 +73,17 @@ class VLAPolicy(nn.Module):
         self.norm = nn.LayerNorm(cfg.width)
         self.action_head = nn.Linear(cfg.width, cfg.action_bins)
 
-    def patches(self, images: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = images.shape
-        p = self.patch_size
-        x = images.float().div_(255.0).view(b, h // p, p, w // p, p, c)
-        return x.permute(0, 1, 3, 2, 4, 5).reshape(b, (h // p) * (w // p), p * p * c)
-
     def forward(self, batch: PolicyBatch) -> torch.Tensor:
         """Logits of shape (B, action_dim, bins)."""
         b = batch.images.shape[0]
-        image_tokens = self.patch_embed(self.patches(batch.images)) + self.patch_pos
         words = batch.instruction_tokens
         word_tokens = self.word_embed(words) + self.word_pos[: words.shape[1]]
-        proprio_token = self.proprio_embed(batch.proprio).unsqueeze(1)
+        present = (words != 0).unsqueeze(-1).float()
+        text = (self.word_embed(words) * present).sum(1) / present.sum(1).clamp(min=1)
+        image_tokens, keypoint_token = self.encoder(batch.images, text)
+        proprio_token = self.proprio_embed(batch.proprio).unsqueeze(1) + keypoint_token
         queries = self.action_queries.expand(b, -1, -1)
-        tokens = torch.cat([queries, proprio_token, word_tokens, image_tokens], dim=1)
+        tokens = torch.cat([queries, proprio_token, word_tokens, image_tokens + self.patch_pos], dim=1)
         padding = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         padding[:, self.action_dim + 1: self.action_dim + 1 + words.shape[1]] = words == 0
         hidden = self.trunk(tokens, src_key_padding_mask=padding)

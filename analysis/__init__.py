@@ -1,0 +1,1 @@
+"""Offline analysis of finished or running dvla_hpc runs."""

@@ -1,0 +1,48 @@
+"""Envs by name: build one, or get its spec cheaply (no physics, no renderer)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from dvla_hpc.envs.faulty import FAULT_KWARGS, FaultyEnv
+from dvla_hpc.envs.protocol import Env, EnvSpec
+from dvla_hpc.envs.tabletop import TabletopConfig, TabletopReachEnv
+
+
+@dataclass(frozen=True)
+class _Entry:
+    factory: Callable[..., Env]
+    spec_for: Callable[..., EnvSpec]
+    kwarg_names: tuple[str, ...]
+
+
+_TABLETOP_KWARGS = TabletopConfig.field_names()
+_REGISTRY: dict[str, _Entry] = {
+    "tabletop_reach": _Entry(TabletopReachEnv, TabletopReachEnv.spec_for, _TABLETOP_KWARGS),
+    "debug_faulty": _Entry(FaultyEnv, FaultyEnv.spec_for, FAULT_KWARGS + _TABLETOP_KWARGS),
+}
+
+
+def known_env_names() -> tuple[str, ...]:
+    return tuple(sorted(_REGISTRY))
+
+
+def make_env(name: str, **kwargs: object) -> Env:
+    return _lookup(name, kwargs).factory(**kwargs)
+
+
+def env_spec(name: str, **kwargs: object) -> EnvSpec:
+    return _lookup(name, kwargs).spec_for(**kwargs)
+
+
+def _lookup(name: str, kwargs: dict[str, object]) -> _Entry:
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise ValueError(f"unknown env name {name!r}; known env names: {', '.join(known_env_names())}")
+    unknown = sorted(set(kwargs) - set(entry.kwarg_names))
+    if unknown:
+        raise ValueError(
+            f"unknown kwarg(s) {', '.join(map(repr, unknown))} for env {name!r}; "
+            f"accepted: {', '.join(entry.kwarg_names)}"
+        )
+    return entry

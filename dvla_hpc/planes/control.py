@@ -1,0 +1,106 @@
+"""Control plane: fixed-size binary messages over non-blocking MPI on a communicator of their own.
+Never carries bulk data, never blocks a lane: receives are pre-posted, sends are Isend."""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+from mpi4py import MPI
+
+CONTROL_TAG = 7
+MAGIC = 0x43544C31  # "CTL1"
+VALUES = 12
+
+
+class Kind(IntEnum):
+    HEARTBEAT = 1
+    STOP = 2  # learner -> everyone: finish now
+    STOP_REQUEST = 3  # any rank -> learner: a signal arrived here
+    WEIGHTS = 4  # learner -> weight holders: a version is on its way down the tree
+    METRICS = 5  # any rank -> learner: lane statistics (values hold the numbers)
+    FINISHED = 6  # any rank -> learner: lanes joined, final metrics sent
+
+
+MESSAGE = np.dtype([
+    ("magic", "<u4"), ("kind", "<u4"), ("source", "<i4"), ("topic", "<i4"),
+    ("version", "<i8"), ("step", "<i8"), ("payload_size", "<i8"),
+    ("values", "<f8", (VALUES,)), ("checksum", "<u4"), ("pad", "<u4"),
+])
+
+
+class ControlError(ValueError):
+    pass
+
+
+@dataclass
+class Message:
+    kind: Kind
+    source: int
+    topic: int = 0
+    version: int = 0
+    step: int = 0
+    payload_size: int = 0
+    values: tuple[float, ...] = ()
+
+
+def encode(msg: Message, out: np.ndarray) -> None:
+    rec = out[0]
+    rec["magic"], rec["kind"], rec["source"], rec["topic"] = MAGIC, msg.kind, msg.source, msg.topic
+    rec["version"], rec["step"], rec["payload_size"] = msg.version, msg.step, msg.payload_size
+    rec["values"][:] = 0.0
+    rec["values"][: len(msg.values)] = msg.values
+    rec["pad"] = 0
+    rec["checksum"] = 0
+    rec["checksum"] = zlib.crc32(out.tobytes())
+
+
+def decode(buf: np.ndarray, origin: int) -> Message:
+    rec = buf[0]
+    if rec["magic"] != MAGIC:
+        raise ControlError(f"control message from rank {origin}: bad magic {int(rec['magic']):#x}")
+    checksum = int(rec["checksum"])
+    copy = buf.copy()
+    copy[0]["checksum"] = 0
+    if zlib.crc32(copy.tobytes()) != checksum:
+        raise ControlError(f"control message from rank {origin}: checksum mismatch")
+    try:
+        kind = Kind(int(rec["kind"]))
+    except ValueError:
+        raise ControlError(f"control message from rank {origin}: unknown kind {int(rec['kind'])}") from None
+    return Message(kind, int(rec["source"]), int(rec["topic"]), int(rec["version"]), int(rec["step"]),
+                   int(rec["payload_size"]), tuple(float(v) for v in rec["values"]))
+
+
+class ControlPlane:
+    def __init__(self, comm: MPI.Comm, posted: int = 8, send_slots: int = 64):
+        self.comm = comm
+        self.rank = comm.Get_rank()
+        self.recv_bufs = [np.zeros(1, dtype=MESSAGE) for _ in range(posted)]
+        self.recvs = [comm.Irecv(buf, MPI.ANY_SOURCE, CONTROL_TAG) for buf in self.recv_bufs]
+        self.send_bufs = [np.zeros(1, dtype=MESSAGE) for _ in range(send_slots)]
+        self.sends: list[MPI.Request | None] = [None] * send_slots
+        self.status = MPI.Status()
+
+    def send(self, dest: int, msg: Message) -> None:
+        for i, req in enumerate(self.sends):
+            if req is None or req.Test():
+                encode(msg, self.send_bufs[i])
+                self.sends[i] = self.comm.Isend(self.send_bufs[i], dest, CONTROL_TAG)
+                return
+        raise ControlError(f"rank {self.rank}: {len(self.sends)} control sends still in flight")
+
+    def poll(self) -> list[Message]:
+        received = []
+        for i, req in enumerate(self.recvs):
+            if req.Test(self.status):
+                received.append(decode(self.recv_bufs[i], self.status.Get_source()))
+                self.recvs[i] = self.comm.Irecv(self.recv_bufs[i], MPI.ANY_SOURCE, CONTROL_TAG)
+        return received
+
+    def close(self) -> None:
+        for req in self.recvs:
+            req.Cancel()
+        MPI.Request.Waitall(self.recvs)
+        MPI.Request.Waitall([r for r in self.sends if r is not None])
