@@ -114,6 +114,8 @@ def validate_consistency(cfg: Config) -> None:
             f"model.patch_size: {cfg.model.patch_size} must divide env.image_size {cfg.env.image_size}")
     if cfg.model.width % cfg.model.heads:
         raise ConfigError(f"model.heads: {cfg.model.heads} must divide model.width {cfg.model.width}")
+    if cfg.env.fault != "none" and cfg.env.name != "debug_faulty":
+        raise ConfigError(f"env.fault: {cfg.env.fault!r} needs env.name=debug_faulty, not {cfg.env.name!r}")
     if cfg.env.envs_per_sampler % 2:
         raise ConfigError(
             f"env.envs_per_sampler: {cfg.env.envs_per_sampler} must be even (envs step in two halves)")

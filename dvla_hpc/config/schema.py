@@ -32,6 +32,9 @@ class EnvConfig:
     envs_per_sampler: int = field(default=16, metadata=bounds(1))
     workers_per_sampler: int = field(default=2, metadata=bounds(0, doc="0 = step envs in the sampler itself"))
     step_timeout_s: float = field(default=30.0, metadata=bounds(0.1))
+    fault: Literal["none", "crash", "hang", "slow", "raise"] = field(
+        default="none", metadata=bounds(doc="fault injection; needs env.name=debug_faulty"))
+    fault_step: int = field(default=1, metadata=bounds(0))
 
 
 @dataclass
@@ -50,6 +53,7 @@ class ModelConfig:
 class LearnConfig:
     algorithm: Literal["grpo"] = "grpo"
     advantage: Literal["outcome", "process"] = "outcome"
+    gamma: float = field(default=1.0, metadata=bounds(0.0, 1.0, doc="discount of process advantages"))
     group_size: int = field(default=8, metadata=bounds(2))
     groups_per_update: int = field(default=2, metadata=bounds(1))
     epochs: int = field(default=2, metadata=bounds(1))

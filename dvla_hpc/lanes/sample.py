@@ -1,7 +1,11 @@
 """Sampling lane: steps one sampler's envs in two halves, ships observation slots, applies actions."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
+
+from dvla_hpc.envs.vector import VectorEnv
 
 from dvla_hpc.lanes.lane import Lane, SlotQueue
 from dvla_hpc.memory.layouts import H, SlabKind, stamp
@@ -27,25 +31,30 @@ class GroupSchedule:
 
 
 class SampleLane(Lane):
-    def __init__(self, sampler_id: int, vec_env, schedule: GroupSchedule, obs_pool: SlabPool,
-                 obs_out: SlotQueue, action_pool: SlabPool, action_in: SlotQueue, stop, failed):
-        super().__init__(f"sample{sampler_id}", stop, failed)
+    def __init__(self, sampler_id: int, make_env: Callable[[], VectorEnv], num_envs: int,
+                 schedule: GroupSchedule, obs_pool: SlabPool, obs_out: SlotQueue, action_pool: SlabPool,
+                 action_in: SlotQueue, stop, failed):
+        super().__init__("sample", stop, failed)
         self.sampler_id = sampler_id
-        self.env = vec_env
+        self.make_env = make_env
+        self.env: VectorEnv | None = None
         self.schedule = schedule
         self.obs_pool, self.obs_out = obs_pool, obs_out
         self.action_pool, self.action_in = action_pool, action_in
-        n = vec_env.num_envs // 2
+        self.worker_restarts = 0
+        n = num_envs // 2
         self.halves = [np.arange(0, n, dtype=np.int64), np.arange(n, 2 * n, dtype=np.int64)]
         self.slices = [slice(0, n), slice(n, 2 * n)]
-        self.group = np.zeros(vec_env.num_envs, dtype=np.int64)
-        self.seed = np.zeros(vec_env.num_envs, dtype=np.int64)
-        self.next_group = np.zeros(vec_env.num_envs, dtype=np.int64)
-        self.next_seed = np.zeros(vec_env.num_envs, dtype=np.int64)
+        self.group = np.zeros(num_envs, dtype=np.int64)
+        self.seed = np.zeros(num_envs, dtype=np.int64)
+        self.next_group = np.zeros(num_envs, dtype=np.int64)
+        self.next_seed = np.zeros(num_envs, dtype=np.int64)
         self.env_steps = 0
         self.step_counter = 0
 
     def loop(self) -> None:
+        # Built on this thread: an inline env's GL context belongs to the thread that made it.
+        self.env = self.make_env()
         for ids in self.halves:
             for i in ids:
                 self.group[i], self.seed[i] = self.schedule.next()
@@ -62,6 +71,11 @@ class SampleLane(Lane):
             half = self.apply(slot)
             if not self.ship(half):
                 return
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.worker_restarts = self.env.worker_restarts
+            self.env.close()
 
     def apply(self, slot: int) -> int:
         view = self.action_pool.slots[slot]

@@ -15,15 +15,20 @@ def outcome_advantages(returns: list[float]) -> list[float]:
     return adv.tolist()
 
 
-def process_advantages(step_rewards: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Process-supervised GRPO: normalise every step reward by the group's step-reward statistics,
-    then each step's advantage is the sum of normalised rewards from that step on."""
+def process_advantages(step_rewards: list[torch.Tensor], gamma: float = 1.0) -> list[torch.Tensor]:
+    """Process-supervised GRPO: normalise every step reward by the group's step-reward statistics;
+    a step's advantage is the (gamma-discounted) sum of normalised rewards from that step on."""
     flat = torch.cat(step_rewards).double()
     mean, std = flat.mean(), flat.std(unbiased=False)
     out = []
     for rewards in step_rewards:
         norm = (rewards.double() - mean) / (std + EPS)
-        out.append(torch.flip(torch.cumsum(torch.flip(norm, [0]), 0), [0]).float())
+        to_go = torch.zeros_like(norm)
+        running = 0.0
+        for t in range(len(norm) - 1, -1, -1):
+            running = norm[t] + gamma * running
+            to_go[t] = running
+        out.append(to_go.float())
     return out
 
 

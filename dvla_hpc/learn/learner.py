@@ -70,7 +70,7 @@ class GRPOLearner:
     def group_advantages(self, group: list[dict]) -> list[torch.Tensor]:
         rewards = [torch.from_numpy(ep["reward"][: int(ep["header"][H.COUNT])].copy()) for ep in group]
         if self.cfg.advantage == "process":
-            return process_advantages(rewards)
+            return process_advantages(rewards, self.cfg.gamma)
         per_episode = outcome_advantages([float(r.sum()) for r in rewards])
         return [torch.full_like(r, a) for r, a in zip(rewards, per_episode)]
 

@@ -142,6 +142,11 @@ class TreeBroadcast:
     def is_root(self) -> bool:
         return self._links.parent is None
 
+    @property
+    def in_flight(self) -> bool:
+        """A version is being received or forwarded (stopping now would strand the children)."""
+        return self._state in ("chunks", "forwarding")
+
     def start(self, version: int, source: np.ndarray | None = None) -> None:
         """Root: begin sending `source` (default: the constructor's buffer) as `version`."""
         if not self.is_root:

@@ -78,7 +78,7 @@ class ControlPlane:
         self.comm = comm
         self.rank = comm.Get_rank()
         self.recv_bufs = [np.zeros(1, dtype=MESSAGE) for _ in range(posted)]
-        self.recvs = [comm.Irecv(buf, MPI.ANY_SOURCE, CONTROL_TAG) for buf in self.recv_bufs]
+        self.recvs = [comm.Irecv(buf.view(np.uint8), MPI.ANY_SOURCE, CONTROL_TAG) for buf in self.recv_bufs]
         self.send_bufs = [np.zeros(1, dtype=MESSAGE) for _ in range(send_slots)]
         self.sends: list[MPI.Request | None] = [None] * send_slots
         self.status = MPI.Status()
@@ -87,7 +87,7 @@ class ControlPlane:
         for i, req in enumerate(self.sends):
             if req is None or req.Test():
                 encode(msg, self.send_bufs[i])
-                self.sends[i] = self.comm.Isend(self.send_bufs[i], dest, CONTROL_TAG)
+                self.sends[i] = self.comm.Isend(self.send_bufs[i].view(np.uint8), dest, CONTROL_TAG)
                 return
         raise ControlError(f"rank {self.rank}: {len(self.sends)} control sends still in flight")
 
@@ -96,7 +96,7 @@ class ControlPlane:
         for i, req in enumerate(self.recvs):
             if req.Test(self.status):
                 received.append(decode(self.recv_bufs[i], self.status.Get_source()))
-                self.recvs[i] = self.comm.Irecv(self.recv_bufs[i], MPI.ANY_SOURCE, CONTROL_TAG)
+                self.recvs[i] = self.comm.Irecv(self.recv_bufs[i].view(np.uint8), MPI.ANY_SOURCE, CONTROL_TAG)
         return received
 
     def close(self) -> None:

@@ -11,11 +11,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 from mpi4py import MPI
 
 from dvla_hpc.lanes.lane import SlotQueue
 from dvla_hpc.memory.layouts import SlabKind, validate
 from dvla_hpc.memory.slab_pool import SlabPool
+
+
+SCRATCH = -1
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Inbound:
     posted: list[tuple[MPI.Request, int]] = field(default_factory=list)
     held: list[int] = field(default_factory=list)  # received, waiting for room in the inbox
     received: int = 0
+    scratch: np.ndarray | None = None  # shutdown only: peers' last slabs land here, then vanish
 
 
 class DataPump(threading.Thread):
@@ -60,18 +65,22 @@ class DataPump(threading.Thread):
 
     def receive_into(self, source: int, tag: int, pool: SlabPool, queue: SlotQueue, kind: SlabKind,
                      max_count: int, depth: int = 2):
-        self.inbound.append(Inbound(source, tag, pool, queue, kind, max_count, depth))
+        self.inbound.append(Inbound(source, tag, pool, queue, kind, max_count, depth,
+                                    scratch=np.empty(pool.layout.nbytes, dtype=np.uint8)))
 
     def run(self) -> None:
         self.running.set()
         delay = 50e-6
-        while self.running.is_set():
-            moved = self.step()
-            if moved:
-                delay = 50e-6
-            else:
-                time.sleep(delay)
-                delay = min(delay * 2, self.max_sleep_s)
+        try:
+            while self.running.is_set():
+                if self.step():
+                    delay = 50e-6
+                else:
+                    time.sleep(delay)
+                    delay = min(delay * 2, self.max_sleep_s)
+        except BaseException as err:  # recorded for the rank's main loop, then the excepthook aborts
+            self.error = err
+            raise
 
     def step(self) -> bool:
         moved = False
@@ -112,6 +121,10 @@ class DataPump(threading.Thread):
             else:
                 still.append((req, slot))
         inb.posted[:] = still
+        if self.draining:
+            if not inb.posted:
+                inb.posted.append((self.comm.Irecv(inb.scratch, inb.source, inb.tag), SCRATCH))
+            return moved
         while len(inb.posted) < inb.depth and not inb.held:
             slot = inb.pool.acquire(timeout=0)
             if slot is None:
@@ -126,6 +139,8 @@ class DataPump(threading.Thread):
             raise ValueError(f"{origin}: {size} bytes, expected {inb.pool.layout.nbytes}")
         self.bytes_received += size
         inb.received += 1
+        if slot == SCRATCH:
+            return
         if self.draining:
             inb.pool.release(slot)
             return
@@ -151,6 +166,8 @@ class DataPump(threading.Thread):
             for slot in inb.held:
                 inb.pool.release(slot)
             inb.held.clear()
+            while (slot := inb.queue.get(timeout=0)) is not None:
+                inb.pool.release(slot)
         deadline = time.monotonic() + timeout_s
         barrier = None
         while barrier is None or not barrier.Test():
@@ -164,5 +181,6 @@ class DataPump(threading.Thread):
             for req, slot in inb.posted:
                 req.Cancel()
                 req.Wait()
-                inb.pool.release(slot)
+                if slot != SCRATCH:
+                    inb.pool.release(slot)
             inb.posted.clear()

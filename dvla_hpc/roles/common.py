@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from dvla_hpc.config.schema import Config
 from dvla_hpc.lanes.lane import Lane
@@ -49,7 +50,8 @@ def lane_message(rank: int, lane: Lane, extra: tuple[float, ...] = ()) -> Messag
                    values=(s["busy"], s["waiting"], s["items"], s["seconds"], *extra))
 
 
-def follow_until_stop(ctx: RankContext, lanes: list[Lane], extra: dict[str, tuple[float, ...]]) -> None:
+def follow_until_stop(ctx: RankContext, lanes: list[Lane],
+                      extra: dict[str, Callable[[], tuple[float, ...]]]) -> None:
     """A sim or infer rank: run until the learner says STOP, then join lanes and report."""
     learner = ctx.plan.learner_root
     next_beat = 0.0
@@ -73,6 +75,7 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane], extra: dict[str, tupl
         lane.join(timeout=30)
     raise_if_failed(lanes, ctx.failed)
     for lane in lanes:
-        ctx.control.send(learner, lane_message(ctx.rank, lane, extra.get(lane.name, ())))
+        values = extra[lane.name]() if lane.name in extra else ()
+        ctx.control.send(learner, lane_message(ctx.rank, lane, values))
     ctx.control.send(learner, Message(Kind.FINISHED, ctx.rank, payload_size=len(lanes)))
     ctx.pump.drain_and_stop(ctx.comms.data)

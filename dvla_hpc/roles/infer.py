@@ -1,8 +1,6 @@
 """An infer rank: serves its sim ranks' observations and receives weights down the broadcast tree."""
 from __future__ import annotations
 
-import time
-
 from dvla_hpc.lanes.distribute import TreeReceiveLane
 from dvla_hpc.lanes.infer import EpisodeAssembler, InferLane
 from dvla_hpc.lanes.lane import SlotQueue
@@ -38,4 +36,4 @@ def run_infer(ctx: RankContext) -> None:
     ctx.pump.start()
     distribute.start()
     infer.start()
-    follow_until_stop(ctx, [infer, distribute], {"infer": (infer.swaps, time.monotonic())})
+    follow_until_stop(ctx, [infer, distribute], {"infer": lambda: (infer.swaps,)})

@@ -1,13 +1,12 @@
 """A sim rank: one sampler whose observations go to its infer rank and whose actions come back."""
 from __future__ import annotations
 
-from dvla_hpc.envs.vector import VectorEnv
 from dvla_hpc.lanes.lane import SlotQueue
 from dvla_hpc.lanes.sample import GroupSchedule, SampleLane
 from dvla_hpc.memory.layouts import SlabKind
 from dvla_hpc.memory.slab_pool import SlabPool
 from dvla_hpc.roles.common import ACTION_TAG, OBS_TAG, RankContext, follow_until_stop
-from dvla_hpc.runtime.blueprint import env_kwargs
+from dvla_hpc.runtime.blueprint import make_vector_env
 
 
 def run_sim(ctx: RankContext) -> None:
@@ -18,13 +17,9 @@ def run_sim(ctx: RankContext) -> None:
     obs_out, action_in = SlotQueue(3, "observations"), SlotQueue(3, "actions")
     ctx.pump.send_from(obs_out, obs_pool, OBS_TAG, lambda slot: infer_rank)
     ctx.pump.receive_into(infer_rank, ACTION_TAG, action_pool, action_in, SlabKind.ACTIONS, half, depth=2)
-    vec = VectorEnv(cfg.env.name, env_kwargs(cfg), cfg.env.envs_per_sampler,
-                    cfg.env.workers_per_sampler, cfg.env.step_timeout_s)
-    try:
-        lane = SampleLane(rank, vec, GroupSchedule(cfg.run.seed, rank, cfg.learn.group_size),
-                          obs_pool, obs_out, action_pool, action_in, ctx.stop, ctx.failed)
-        ctx.pump.start()
-        lane.start()
-        follow_until_stop(ctx, [lane], {"sample": (lane.env_steps, vec.worker_restarts)})
-    finally:
-        vec.close()
+    lane = SampleLane(rank, lambda: make_vector_env(cfg), cfg.env.envs_per_sampler,
+                      GroupSchedule(cfg.run.seed, rank, cfg.learn.group_size),
+                      obs_pool, obs_out, action_pool, action_in, ctx.stop, ctx.failed)
+    ctx.pump.start()
+    lane.start()
+    follow_until_stop(ctx, [lane], {"sample": lambda: (lane.env_steps, lane.worker_restarts)})

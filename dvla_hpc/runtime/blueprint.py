@@ -8,6 +8,7 @@ import torch
 from dvla_hpc.config.schema import Config
 from dvla_hpc.envs.protocol import EnvSpec
 from dvla_hpc.envs.registry import env_spec
+from dvla_hpc.envs.vector import VectorEnv
 from dvla_hpc.memory.layouts import action_layout, episode_layout, observation_layout
 from dvla_hpc.memory.slab_pool import SlabLayout
 from dvla_hpc.model.tokens import ActionBins, tokenize_catalogue
@@ -15,7 +16,15 @@ from dvla_hpc.model.vla import VLAPolicy
 
 
 def env_kwargs(cfg: Config) -> dict:
-    return {"image_size": cfg.env.image_size, "max_episode_steps": cfg.env.max_episode_steps}
+    kwargs = {"image_size": cfg.env.image_size, "max_episode_steps": cfg.env.max_episode_steps}
+    if cfg.env.name == "debug_faulty":
+        kwargs.update(fault=cfg.env.fault, fault_step=cfg.env.fault_step)
+    return kwargs
+
+
+def make_vector_env(cfg: Config) -> VectorEnv:
+    return VectorEnv(cfg.env.name, env_kwargs(cfg), cfg.env.envs_per_sampler,
+                     cfg.env.workers_per_sampler, cfg.env.step_timeout_s)
 
 
 @dataclass

@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 
 from dvla_hpc.config.schema import Config
-from dvla_hpc.envs.vector import VectorEnv
 from dvla_hpc.lanes.distribute import LocalDistributeLane, WeightPublisher
 from dvla_hpc.lanes.infer import EpisodeAssembler, InferLane
 from dvla_hpc.lanes.lane import Lane, SlotQueue
@@ -20,7 +19,7 @@ from dvla_hpc.memory.slab_pool import SlabPool
 from dvla_hpc.memory.static_pool import DoubleBufferedWeights
 from dvla_hpc.output.metrics_log import MetricsLog
 from dvla_hpc.output.trajectory_writer import TrajectoryWriter
-from dvla_hpc.runtime.blueprint import Blueprint, env_kwargs
+from dvla_hpc.runtime.blueprint import Blueprint, make_vector_env
 from dvla_hpc.runtime.report import ProgressBar, build_summary, memory_snapshot
 from dvla_hpc.runtime.run_dir import resume_learner, save_learner
 from dvla_hpc.runtime.signals import StopRequest
@@ -53,11 +52,10 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
     writer = TrajectoryWriter(run_dir / "trajectories", 0, cfg.env.name, cfg.output.episodes_per_shard) \
         if cfg.output.record_every else None
 
-    vec = VectorEnv(cfg.env.name, env_kwargs(cfg), cfg.env.envs_per_sampler,
-                    cfg.env.workers_per_sampler, cfg.env.step_timeout_s)
     lanes: list[Lane] = []
     try:
-        sample = SampleLane(0, vec, GroupSchedule(cfg.run.seed, 0, cfg.learn.group_size),
+        sample = SampleLane(0, lambda: make_vector_env(cfg), cfg.env.envs_per_sampler,
+                            GroupSchedule(cfg.run.seed, 0, cfg.learn.group_size),
                             obs_pool, obs_q, action_pool, action_q, stop, failed)
         infer = InferLane(holder, bp.instruction_tokens, bp.bins, obs_pool, obs_q, action_pool, action_q,
                           EpisodeAssembler(episode_pool, bp.spec.max_episode_steps), episode_q,
@@ -78,7 +76,6 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
         stop.set()
         for lane in lanes:
             lane.join(timeout=30)
-        vec.close()
         metrics.close()
     wall = time.perf_counter() - started
     if failed.is_set():
@@ -88,7 +85,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
     extra = {"mode": cfg.run.mode, "world_size": 1, "policy_version": learner.version,
              "stopped_by": stop_request.signal_name or "target",
              "versions_skipped": publisher.skipped, "weight_swaps": infer.swaps,
-             "worker_restarts": vec.worker_restarts, "trajectories_written": record.written,
+             "worker_restarts": sample.worker_restarts, "trajectories_written": record.written,
              "pools": {"observations": obs_pool.stats(), "actions": action_pool.stats(),
                        "episodes": episode_pool.stats()},
              "checkpoint": str(ckpt), **memory_snapshot()}

@@ -1,9 +1,11 @@
 """Ctrl-C / SIGTERM become a stop request; unhandled errors end the whole MPI job, never hang it."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
+import time
 import traceback
 
 
@@ -32,8 +34,9 @@ def abort_on_unhandled_error(comm) -> None:
 
     def report_and_abort(kind, value, tb, thread_name: str = "main") -> None:
         text = "".join(traceback.format_exception(kind, value, tb))
-        sys.stderr.write(f"\n[dvla_hpc rank {rank}, thread {thread_name}] unhandled error:\n{text}")
-        sys.stderr.flush()
+        report = f"\n[dvla_hpc rank {rank}, thread {thread_name}] unhandled error:\n{text}"
+        os.write(2, report.encode())  # one write: Abort can cut off a report sent in pieces
+        time.sleep(0.2)
         comm.Abort(1)
 
     sys.excepthook = report_and_abort
