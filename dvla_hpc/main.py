@@ -18,7 +18,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--out", help="run directory (same as run.out=DIR)")
     parser.add_argument("--resume", help="checkpoint file or run directory to resume (run.resume=...)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -123,3 +123,18 @@ def test_sigterm_stops_cleanly_with_files_closed(tmp_path):
     assert summary["stopped_by"] == "SIGTERM"
     assert list(iter_episodes(out / "trajectories"))
     assert not list((out / "trajectories").glob("pending_rank*/*.hdf5"))  # packed at close
+
+
+def test_resume_continues_weights_counters_and_trajectories(tmp_path):
+    out = tmp_path / "run"
+    first = run(command(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = json.loads((out / "summary.json").read_text())
+    episodes_before = len(list(iter_episodes(out / "trajectories")))
+    again = run(command(out, 1, "--resume", str(out), "run.total_env_steps=1400"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = json.loads((out / "summary.json").read_text())
+    assert after["policy_version"] > before["policy_version"]
+    assert after["env_steps"] >= 1400
+    ids = [ep.episode_id for ep in iter_episodes(out / "trajectories")]
+    assert len(ids) == len(set(ids)) > episodes_before

@@ -13,7 +13,7 @@ def bounds(low: float | None = None, high: float | None = None, doc: str = "") -
 class RunConfig:
     name: str = "quickstart"
     seed: int = field(default=0, metadata=bounds(0))
-    mode: Literal["async", "sync"] = "async"
+    mode: Literal["async"] = field(default="async", metadata=bounds(doc="sync mode: issue 3"))
     total_env_steps: int = field(default=60_000, metadata=bounds(1))
     wall_clock_limit_s: float = field(default=0.0, metadata=bounds(0, doc="0 = no limit"))
     out: str = field(default="", metadata=bounds(doc="run directory; empty = runs/<name>-<time>"))
@@ -32,6 +32,7 @@ class EnvConfig:
     envs_per_sampler: int = field(default=16, metadata=bounds(1))
     workers_per_sampler: int = field(default=2, metadata=bounds(0, doc="0 = step envs in the sampler itself"))
     step_timeout_s: float = field(default=30.0, metadata=bounds(0.1))
+    shaped_reward: bool = True
     fault: Literal["none", "crash", "hang", "slow", "raise"] = field(
         default="none", metadata=bounds(doc="fault injection; needs env.name=debug_faulty"))
     fault_step: int = field(default=1, metadata=bounds(0))

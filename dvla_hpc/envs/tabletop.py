@@ -28,6 +28,8 @@ class TabletopConfig:
     max_step_size: float = 0.035  # effector displacement commanded by a unit action
     min_cube_separation: float = 0.09
     min_start_distance: float = 0.09  # effector start -> every cube
+    start_jitter: float = 0.02  # the effector starts within this of its home pose (table centre)
+    shaped_reward: bool = True  # add progress toward the target to the success reward
 
     def __post_init__(self) -> None:
         for name in ("image_size", "max_episode_steps", "control_substeps"):
@@ -36,6 +38,8 @@ class TabletopConfig:
                 raise ValueError(f"TabletopConfig.{name} must be a positive int, got {value!r}")
         if not 16 <= self.image_size <= 1024:
             raise ValueError(f"TabletopConfig.image_size must be in [16, 1024], got {self.image_size}")
+        if not isinstance(self.start_jitter, (int, float)) or not 0 <= self.start_jitter <= 0.1:
+            raise ValueError(f"TabletopConfig.start_jitter must be in [0, 0.1], got {self.start_jitter!r}")
         for name in ("success_radius", "max_step_size", "min_cube_separation", "min_start_distance"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -151,8 +155,8 @@ class TabletopReachEnv:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         rng = np.random.default_rng(int(seed))
         self._target_index = int(rng.integers(3))
-        cubes = self._sample_cube_layout(rng)
-        effector = self._sample_effector_start(rng, cubes)
+        effector = rng.uniform(-self.config.start_jitter, self.config.start_jitter, size=2)
+        cubes = self._sample_cube_layout(rng, effector)
         data = self._data
         mujoco.mj_resetData(self._model, data)
         for adr, xy in zip(self._cube_qpos_adr, cubes):
@@ -183,7 +187,9 @@ class TabletopReachEnv:
         previous, self._distance = self._distance, self._target_distance()
         self._episode_step += 1
         success = self._distance < self.config.success_radius
-        reward = (previous - self._distance) / self._initial_distance + (SUCCESS_BONUS if success else 0.0)
+        reward = SUCCESS_BONUS if success else 0.0
+        if self.config.shaped_reward:
+            reward += (previous - self._distance) / self._initial_distance
         done = success or self._episode_step >= self.config.max_episode_steps
         self._episode_over = done
         return StepResult(observation=self._observation(), reward=float(reward), done=done, success=success)
@@ -203,22 +209,16 @@ class TabletopReachEnv:
     def _target_distance(self) -> float:
         return float(np.linalg.norm(self.cube_positions[self._target_index] - self.effector_position))
 
-    def _sample_cube_layout(self, rng: np.random.Generator) -> np.ndarray:
+    def _sample_cube_layout(self, rng: np.random.Generator, effector: np.ndarray) -> np.ndarray:
+        """Cubes apart from each other and from the effector's home pose."""
         half, separation = scene.CUBE_WORKSPACE_HALF, self.config.min_cube_separation
         for _ in range(_MAX_LAYOUT_ATTEMPTS):
             cubes = rng.uniform(-half, half, size=(3, 2))
             gaps = [np.linalg.norm(cubes[i] - cubes[j]) for i, j in ((0, 1), (0, 2), (1, 2))]
-            if min(gaps) >= separation:
+            reach = np.linalg.norm(cubes - effector, axis=1)
+            if min(gaps) >= separation and reach.min() >= self.config.min_start_distance:
                 return cubes
         raise RuntimeError(f"no cube layout with separation {separation} m in {_MAX_LAYOUT_ATTEMPTS} tries")
-
-    def _sample_effector_start(self, rng: np.random.Generator, cubes: np.ndarray) -> np.ndarray:
-        half = scene.CUBE_WORKSPACE_HALF
-        for _ in range(_MAX_LAYOUT_ATTEMPTS):
-            start = rng.uniform(-half, half, size=2)
-            if np.min(np.linalg.norm(cubes - start, axis=1)) >= self.config.min_start_distance:
-                return start
-        raise RuntimeError(f"no effector start {self.config.min_start_distance} m from every cube")
 
     def _observation(self) -> Observation:
         assert self._renderer is not None

@@ -25,6 +25,11 @@ class RunProgress:
         self.lag_sum = 0.0
         self.last_update: dict = {}
 
+    def resume_from(self, counters: dict) -> None:
+        """Continue the step budget of a resumed run (success history starts afresh)."""
+        self.env_steps = int(counters.get("env_steps", 0))
+        self.updates = int(counters.get("updates", 0))
+
     @property
     def lag_mean(self) -> float:
         return self.lag_sum / self.samples_trained if self.samples_trained else 0.0

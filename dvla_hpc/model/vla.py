@@ -20,17 +20,17 @@ class PolicyBatch:
 
 
 class FiLMPatchEncoder(nn.Module):
-    """Patchify (stride-s conv) then a stride-2 conv, each modulated by the instruction (FiLM):
-    the language decides which visual features matter before any attention happens. Besides the
-    patch tokens it emits a keypoint token: where each feature channel fires (spatial softmax)."""
+    """Instruction-conditioned pixel features (a 1x1 colour/feature mixer, then a patchify conv,
+    both FiLM-modulated by the instruction), pooled into patch tokens, plus one keypoint token:
+    where each conditioned feature fires, by a spatial softmax at full resolution. The language
+    picks what to look for before any attention happens, which makes grounding cheap to learn."""
 
     def __init__(self, channels: int, patch_size: int, width: int, text_width: int):
         super().__init__()
-        if patch_size < 2 or patch_size % 2:
-            raise ValueError(f"model.patch_size must be an even number >= 2, got {patch_size}")
-        self.patchify = nn.Conv2d(3, channels, kernel_size=patch_size // 2, stride=patch_size // 2)
-        self.merge = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1)
+        self.pixel = nn.Conv2d(3, channels, kernel_size=1)
+        self.patchify = nn.Conv2d(channels, channels, kernel_size=patch_size, stride=patch_size)
         self.film = nn.Linear(text_width, 4 * channels)
+        self.log_temperature = nn.Parameter(torch.tensor(2.0))
         self.project = nn.Linear(channels, width)
         self.keypoints = nn.Linear(2 * channels, width)
 
@@ -38,10 +38,11 @@ class FiLMPatchEncoder(nn.Module):
         """Patch tokens (B, patches, width) and one keypoint token (B, 1, width)."""
         x = images.permute(0, 3, 1, 2).float().div_(255.0)
         g1, b1, g2, b2 = self.film(text).unsqueeze(-1).unsqueeze(-1).chunk(4, dim=1)
-        x = torch.relu(self.patchify(x) * (1 + g1) + b1)
-        x = self.merge(x) * (1 + g2) + b2
-        patches = self.project(torch.relu(x).flatten(2).transpose(1, 2))
-        return patches, self.keypoints(spatial_softmax(x)).unsqueeze(1)
+        x = self.pixel(x) * (1 + g1) + b1
+        points = spatial_softmax(x * self.log_temperature.exp())
+        x = torch.relu(self.patchify(torch.relu(x)) * (1 + g2) + b2)
+        patches = self.project(x.flatten(2).transpose(1, 2))
+        return patches, self.keypoints(points).unsqueeze(1)
 
 
 def spatial_softmax(features: torch.Tensor) -> torch.Tensor:

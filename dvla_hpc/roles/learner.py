@@ -35,8 +35,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict:
                               bp.spec.max_episode_steps, depth=4)
     learner = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens,
                           bp.spec.max_episode_steps, cfg.run.seed)
-    if cfg.run.resume:
-        resume_learner(learner, cfg.run.resume)
+    resumed = resume_learner(learner, cfg.run.resume) if cfg.run.resume else {}
     publisher = WeightPublisher(learner.flat)
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     writer = TrajectoryWriter(run_dir / "trajectories", ctx.rank, cfg.env.name,
@@ -50,6 +49,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict:
     learn = LearnLane(learner, pool, episode_in, publisher.publish, lambda s: retire_q.put(s, ctx.stop),
                       metrics.log, cfg.learn.group_size, cfg.learn.groups_per_update,
                       cfg.learn.publish_every, ctx.stop, ctx.failed)
+    learn.progress.resume_from(resumed)
     lanes: list[Lane] = [learn, TreeSendLane(tree, publisher, announce, ctx.stop, ctx.failed),
                          RecordLane(writer, cfg.output.record_every, pool, retire_q, cfg.env.name,
                                     bp.spec.instructions, ctx.stop, ctx.failed)]

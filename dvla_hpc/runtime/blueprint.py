@@ -16,7 +16,8 @@ from dvla_hpc.model.vla import VLAPolicy
 
 
 def env_kwargs(cfg: Config) -> dict:
-    kwargs = {"image_size": cfg.env.image_size, "max_episode_steps": cfg.env.max_episode_steps}
+    kwargs = {"image_size": cfg.env.image_size, "max_episode_steps": cfg.env.max_episode_steps,
+              "shaped_reward": cfg.env.shaped_reward}
     if cfg.env.name == "debug_faulty":
         kwargs.update(fault=cfg.env.fault, fault_step=cfg.env.fault_step)
     return kwargs

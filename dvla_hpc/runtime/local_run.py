@@ -43,8 +43,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
 
     learner = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens,
                           bp.spec.max_episode_steps, cfg.run.seed)
-    if cfg.run.resume:
-        resume_learner(learner, cfg.run.resume)
+    resumed = resume_learner(learner, cfg.run.resume) if cfg.run.resume else {}
     holder = DoubleBufferedWeights(bp.make_policy)
     holder.load_initial(learner.flat, learner.version)
     publisher = WeightPublisher(learner.flat)
@@ -53,6 +52,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
         if cfg.output.record_every else None
 
     lanes: list[Lane] = []
+    started = time.perf_counter()
     try:
         sample = SampleLane(0, lambda: make_vector_env(cfg), cfg.env.envs_per_sampler,
                             GroupSchedule(cfg.run.seed, 0, cfg.learn.group_size),
@@ -64,11 +64,11 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
                           lambda slot: retire_q.put(slot, stop), metrics.log,
                           cfg.learn.group_size, cfg.learn.groups_per_update, cfg.learn.publish_every,
                           stop, failed)
+        learn.progress.resume_from(resumed)
         distribute = LocalDistributeLane(publisher, holder, stop, failed)
         record = RecordLane(writer, cfg.output.record_every, episode_pool, retire_q, cfg.env.name,
                             bp.spec.instructions, stop, failed)
         lanes = [sample, infer, learn, distribute, record]
-        started = time.perf_counter()
         for lane in lanes:
             lane.start()
         supervise(cfg, learn, lanes, stop_request, failed, metrics, started)
