@@ -40,8 +40,8 @@ class EnvConfig:
 
 @dataclass
 class ModelConfig:
-    patch_size: int = field(default=8, metadata=bounds(2, doc="even; image tokens are patch_size x patch_size"))
-    encoder_channels: int = field(default=32, metadata=bounds(1))
+    patch_size: int = field(default=8, metadata=bounds(1, doc="each image token covers patch_size^2 pixels"))
+    encoder_channels: int = field(default=16, metadata=bounds(1))
     width: int = field(default=64, metadata=bounds(8))
     depth: int = field(default=2, metadata=bounds(1))
     heads: int = field(default=4, metadata=bounds(1))

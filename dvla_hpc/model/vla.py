@@ -83,7 +83,9 @@ class VLAPolicy(nn.Module):
         text = (self.word_embed(words) * present).sum(1) / present.sum(1).clamp(min=1)
         image_tokens, keypoint_token = self.encoder(batch.images, text)
         proprio_token = self.proprio_embed(batch.proprio).unsqueeze(1) + keypoint_token
-        queries = self.action_queries.expand(b, -1, -1)
+        # The action queries start from the state (proprio + keypoints): a direct path from where
+        # things are to the action logits, which the attention over patches then refines.
+        queries = self.action_queries + proprio_token
         tokens = torch.cat([queries, proprio_token, word_tokens, image_tokens + self.patch_pos], dim=1)
         padding = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         padding[:, self.action_dim + 1: self.action_dim + 1 + words.shape[1]] = words == 0
