@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from dvla_hpc.config.loader import DEFAULT_CONFIG, ConfigError, load_config
 from dvla_hpc.output.summary import format_summary_table, write_summary

@@ -45,57 +45,64 @@ class WeightPublisher:
             self._busy = False
 
 
-class LocalDistributeLane(Lane):
+class PublishingLane(Lane):
+    """Learner side: takes each published version and delivers it; subclasses say how."""
+
+    def __init__(self, publisher: WeightPublisher, stop, failed):
+        super().__init__("distribute", stop, failed)
+        self.publisher = publisher
+        self.latency_s: list[float] = []
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            with self.waiting():
+                version = self.publisher.take(timeout=0.05)
+            if version is None:
+                continue
+            t0 = time.perf_counter()
+            if not self.deliver(version):
+                return
+            self.publisher.sent()
+            self.latency_s.append(time.perf_counter() - t0)
+            self.items += 1
+
+    def deliver(self, version: int) -> bool:
+        raise NotImplementedError
+
+
+class LocalDistributeLane(PublishingLane):
     """Single-process mode: the 'tree' is one memcpy into the staging buffer."""
 
     def __init__(self, publisher: WeightPublisher, holder: DoubleBufferedWeights, stop, failed):
-        super().__init__("distribute", stop, failed)
-        self.publisher, self.holder = publisher, holder
-        self.latency_s: list[float] = []
+        super().__init__(publisher, stop, failed)
+        self.holder = holder
 
-    def loop(self) -> None:
-        while not self.stop.is_set():
+    def deliver(self, version: int) -> bool:
+        staging = None
+        while staging is None and not self.stop.is_set():
             with self.waiting():
-                version = self.publisher.take(timeout=0.05)
-            if version is None:
-                continue
-            t0 = time.perf_counter()
-            staging = None
-            while staging is None and not self.stop.is_set():
-                with self.waiting():
-                    staging = self.holder.staging_buffer(timeout=0.05)
-            if staging is None:
-                return
-            staging.copy_(self.publisher.outgoing)
-            self.holder.mark_staged(version)
-            self.publisher.sent()
-            self.latency_s.append(time.perf_counter() - t0)
-            self.items += 1
+                staging = self.holder.staging_buffer(timeout=0.05)
+        if staging is None:
+            return False
+        staging.copy_(self.publisher.outgoing)
+        self.holder.mark_staged(version)
+        return True
 
 
-class TreeSendLane(Lane):
+class TreeSendLane(PublishingLane):
     """MPI mode, learner root: each published version goes down the broadcast tree."""
 
     def __init__(self, tree, publisher: WeightPublisher, announce, stop, failed):
-        super().__init__("distribute", stop, failed)
-        self.tree, self.publisher, self.announce = tree, publisher, announce
-        self.latency_s: list[float] = []
+        super().__init__(publisher, stop, failed)
+        self.tree, self.announce = tree, announce
 
-    def loop(self) -> None:
-        while not self.stop.is_set():
+    def deliver(self, version: int) -> bool:
+        self.tree.start(version, self.publisher.outgoing.numpy())
+        self.announce(version)
+        while not self.tree.progress():
             with self.waiting():
-                version = self.publisher.take(timeout=0.05)
-            if version is None:
-                continue
-            t0 = time.perf_counter()
-            self.tree.start(version, self.publisher.outgoing.numpy())
-            self.announce(version)
-            while not self.tree.progress():
-                with self.waiting():
-                    time.sleep(2e-4)
-            self.publisher.sent()
-            self.latency_s.append(time.perf_counter() - t0)
-            self.items += 1
+                time.sleep(2e-4)
+        return True
 
     def close(self) -> None:
         self.tree.cancel()

@@ -76,7 +76,6 @@ class VLAPolicy(nn.Module):
 
     def forward(self, batch: PolicyBatch) -> torch.Tensor:
         """Logits of shape (B, action_dim, bins)."""
-        b = batch.images.shape[0]
         words = batch.instruction_tokens
         word_tokens = self.word_embed(words) + self.word_pos[: words.shape[1]]
         present = (words != 0).unsqueeze(-1).float()

@@ -2,7 +2,6 @@
 tensors, plain numbers, strings and containers of them are stored, never pickled objects."""
 from __future__ import annotations
 
-import os
 import random
 import re
 from dataclasses import dataclass
@@ -11,6 +10,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from dvla_hpc.output.atomic import atomic_write
 
 CHECKPOINT_NAME = re.compile(r"^ckpt_(\d+)\.pt$")
 FORMAT_VERSION = 1
@@ -52,18 +53,7 @@ def save_checkpoint(
         "counters": dict(counters),
         "rng": rng,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(path.name + ".tmp")
-    with open(temp, "wb") as file:
-        torch.save(payload, file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
-    directory_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
+    atomic_write(path, lambda file: torch.save(payload, file))
 
 
 def load_checkpoint(path: Path) -> Checkpoint:

@@ -2,29 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from dvla_hpc.output.atomic import atomic_write
 from dvla_hpc.output.metrics_log import to_json_value
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
     """Temp file, fsync, rename: readers see the old summary or the new one, never a mix."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(summary, indent=2, default=to_json_value) + "\n"
-    temp = path.with_name(path.name + ".tmp")
-    with open(temp, "w", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
-    directory_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory_fd)
-    finally:
-        os.close(directory_fd)
+    atomic_write(Path(path), lambda file: file.write(text.encode("utf-8")))
 
 
 def read_summary(path: Path) -> dict[str, Any]:

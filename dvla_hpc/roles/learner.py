@@ -16,11 +16,11 @@ from dvla_hpc.memory.slab_pool import SlabPool
 from dvla_hpc.output.metrics_log import MetricsLog
 from dvla_hpc.output.trajectory_writer import TrajectoryWriter
 from dvla_hpc.planes.control import Kind, Message
-from dvla_hpc.roles.common import (EPISODE_TAG, LANE_NAMES, RankContext, lane_message,
-                                   raise_if_failed)
+from dvla_hpc.roles.common import (EPISODE_TAG, LANE_NAMES, RankContext, raise_if_failed)
 from dvla_hpc.roles.tree import distribution_tree
-from dvla_hpc.runtime.report import ProgressBar, build_summary, memory_snapshot
+from dvla_hpc.runtime.report import build_summary, memory_snapshot
 from dvla_hpc.runtime.run_dir import resume_learner, save_learner
+from dvla_hpc.runtime.supervise import supervise
 
 FINISH_TIMEOUT_S = 60.0
 
@@ -86,33 +86,17 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict:
 
 def lead(ctx: RankContext, learn: LearnLane, lanes: list[Lane], metrics: MetricsLog,
          remote: dict, finished: dict, started: float) -> None:
-    cfg = ctx.cfg
-    bar = ProgressBar(cfg.run.total_env_steps, cfg.run.progress_bar)
-    next_metrics = started + cfg.run.metrics_every_s
-    try:
-        while True:
-            raise_if_failed(lanes, ctx.failed)
-            if ctx.pump.error is not None:
-                raise ctx.pump.error
-            for msg in ctx.control.poll():
-                if msg.kind == Kind.STOP_REQUEST:
-                    ctx.stop_request.event.set()
-                absorb(msg, remote, finished)
-            now = time.perf_counter()
-            if ctx.stop_request or learn.progress.env_steps >= cfg.run.total_env_steps:
-                break
-            if cfg.run.wall_clock_limit_s and now - started >= cfg.run.wall_clock_limit_s:
-                break
-            if now >= next_metrics:
-                next_metrics = now + cfg.run.metrics_every_s
-                metrics.log({"kind": "lanes", "t": round(now - started, 3),
-                             "env_steps": learn.progress.env_steps,
-                             **{lane.name: lane.shares() for lane in lanes}, **memory_snapshot()})
-            bar.update(learn.progress)
-            time.sleep(0.05)
-        bar.update(learn.progress)
-    finally:
-        bar.close()
+    def keep_going() -> bool:
+        raise_if_failed(lanes, ctx.failed)
+        if ctx.pump.error is not None:
+            raise ctx.pump.error
+        for msg in ctx.control.poll():
+            if msg.kind == Kind.STOP_REQUEST:
+                ctx.stop_request.event.set()
+            absorb(msg, remote, finished)
+        return not ctx.stop_request
+
+    supervise(ctx.cfg, learn, lanes, metrics, started, keep_going)
 
 
 def absorb(msg: Message, remote: dict, finished: dict) -> None:

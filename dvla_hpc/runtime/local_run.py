@@ -20,7 +20,8 @@ from dvla_hpc.memory.static_pool import DoubleBufferedWeights
 from dvla_hpc.output.metrics_log import MetricsLog
 from dvla_hpc.output.trajectory_writer import TrajectoryWriter
 from dvla_hpc.runtime.blueprint import Blueprint, make_vector_env
-from dvla_hpc.runtime.report import ProgressBar, build_summary, memory_snapshot
+from dvla_hpc.runtime.report import build_summary, memory_snapshot
+from dvla_hpc.runtime.supervise import supervise
 from dvla_hpc.runtime.run_dir import resume_learner, save_learner
 from dvla_hpc.runtime.signals import StopRequest
 
@@ -33,7 +34,6 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
     torch.set_num_threads(cfg.run.torch_threads)
     bp = Blueprint.from_config(cfg)
     stop, failed = threading.Event(), threading.Event()
-    depth = cfg.pipeline.queue_depth
     obs_pool = SlabPool(bp.obs_layout, 3)
     action_pool = SlabPool(bp.action_layout, 3)
     episode_pool = SlabPool(bp.episode_layout, bp.learner_episode_slots(1) + bp.infer_episode_slots(1))
@@ -71,7 +71,8 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
         lanes = [sample, infer, learn, distribute, record]
         for lane in lanes:
             lane.start()
-        supervise(cfg, learn, lanes, stop_request, failed, metrics, started)
+        supervise(cfg, learn, lanes, metrics, started,
+                  keep_going=lambda: not failed.is_set() and not stop_request)
     finally:
         stop.set()
         for lane in lanes:
@@ -90,26 +91,3 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
                        "episodes": episode_pool.stats()},
              "checkpoint": str(ckpt), **memory_snapshot()}
     return build_summary(learn.progress, wall, {lane.name: lane.shares() for lane in lanes}, extra)
-
-
-def supervise(cfg: Config, learn: LearnLane, lanes: list[Lane], stop_request: StopRequest,
-              failed: threading.Event, metrics: MetricsLog, started: float) -> None:
-    bar = ProgressBar(cfg.run.total_env_steps, cfg.run.progress_bar)
-    next_metrics = started + cfg.run.metrics_every_s
-    try:
-        while not failed.is_set() and not stop_request:
-            now = time.perf_counter()
-            if learn.progress.env_steps >= cfg.run.total_env_steps:
-                break
-            if cfg.run.wall_clock_limit_s and now - started >= cfg.run.wall_clock_limit_s:
-                break
-            if now >= next_metrics:
-                next_metrics = now + cfg.run.metrics_every_s
-                metrics.log({"kind": "lanes", "t": round(now - started, 3),
-                             "env_steps": learn.progress.env_steps,
-                             **{lane.name: lane.shares() for lane in lanes}, **memory_snapshot()})
-            bar.update(learn.progress)
-            time.sleep(0.1)
-        bar.update(learn.progress)
-    finally:
-        bar.close()

@@ -1,0 +1,35 @@
+"""The run's main loop on the process that trains: stop conditions, lane reports, progress bar."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from dvla_hpc.config.schema import Config
+from dvla_hpc.lanes.lane import Lane
+from dvla_hpc.lanes.learn import LearnLane
+from dvla_hpc.output.metrics_log import MetricsLog
+from dvla_hpc.runtime.report import ProgressBar, memory_snapshot
+
+
+def supervise(cfg: Config, learn: LearnLane, lanes: list[Lane], metrics: MetricsLog, started: float,
+              keep_going: Callable[[], bool]) -> None:
+    """Returns when the step budget or wall-clock limit is reached, or `keep_going()` says no."""
+    bar = ProgressBar(cfg.run.total_env_steps, cfg.run.progress_bar)
+    next_metrics = started + cfg.run.metrics_every_s
+    try:
+        while keep_going():
+            now = time.perf_counter()
+            if learn.progress.env_steps >= cfg.run.total_env_steps:
+                break
+            if cfg.run.wall_clock_limit_s and now - started >= cfg.run.wall_clock_limit_s:
+                break
+            if now >= next_metrics:
+                next_metrics = now + cfg.run.metrics_every_s
+                metrics.log({"kind": "lanes", "t": round(now - started, 3),
+                             "env_steps": learn.progress.env_steps,
+                             **{lane.name: lane.shares() for lane in lanes}, **memory_snapshot()})
+            bar.update(learn.progress)
+            time.sleep(0.05)
+        bar.update(learn.progress)
+    finally:
+        bar.close()
