@@ -41,7 +41,7 @@ def parse_override(item: str) -> tuple[str, Any]:
         raise ConfigError(f"override {item!r} must look like section.key=value")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+    except yaml.YAMLError:  # not YAML (e.g. "a: b"): the raw text is the value; the schema checks it
         value = text
     return key.strip(), value
 

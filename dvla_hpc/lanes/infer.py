@@ -49,9 +49,7 @@ class EpisodeAssembler:
             key = (sampler, int(obs["env_ids"][j]))
             slot = self.open.get(key)
             if slot is None:
-                with lane.waiting():
-                    while slot is None and not lane.stop.is_set():
-                        slot = self.pool.acquire(timeout=0.05)
+                slot = lane.acquire_slot(self.pool)
                 if slot is None:
                     return False
                 self.start(slot, sampler, obs, j)
@@ -128,10 +126,7 @@ class InferLane(Lane):
             instruction_tokens=self.instruction_tokens[torch.from_numpy(obs["task"][:n]).long()])
         tokens, logp = model.act(batch, self.generator)
         actions = self.bins.to_actions(tokens)
-        with self.waiting():
-            out = None
-            while out is None and not self.stop.is_set():
-                out = self.action_pool.acquire(timeout=0.05)
+        out = self.acquire_slot(self.action_pool)
         if out is None:
             return False
         view = self.action_pool.slots[out]

@@ -64,6 +64,15 @@ class Lane(threading.Thread):
         finally:
             self.wait_s += time.perf_counter() - t0
 
+    def acquire_slot(self, pool) -> int | None:
+        """A free slot of `pool`, waiting (counted as waiting) until one frees up; None on stop."""
+        with self.waiting():
+            while not self.stop.is_set():
+                slot = pool.acquire(timeout=0.05)
+                if slot is not None:
+                    return slot
+        return None
+
     def run(self) -> None:
         self.started_at = time.perf_counter()
         try:

@@ -91,9 +91,7 @@ class SampleLane(Lane):
         ids, rows = self.halves[half], self.slices[half]
         with self.waiting():
             self.env.wait(ids)
-            slot = None
-            while slot is None and not self.stop.is_set():
-                slot = self.obs_pool.acquire(timeout=0.05)
+        slot = self.acquire_slot(self.obs_pool)
         if slot is None:
             return False
         env = self.env

@@ -83,7 +83,8 @@ class ControlPlane:
         self.sends: list[MPI.Request | None] = [None] * send_slots
         self.status = MPI.Status()
 
-    def send(self, dest: int, msg: Message) -> None:
+    def post(self, dest: int, msg: Message) -> None:
+        """Non-blocking: encode into a free send slot and Isend it."""
         for i, req in enumerate(self.sends):
             if req is None or req.Test():
                 encode(msg, self.send_bufs[i])

@@ -64,10 +64,10 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane],
             raise ctx.pump.error
         now = time.monotonic()
         if ctx.stop_request and not asked:
-            ctx.control.send(learner, Message(Kind.STOP_REQUEST, ctx.rank))
+            ctx.control.post(learner, Message(Kind.STOP_REQUEST, ctx.rank))
             asked = True
         if now >= next_beat:
-            ctx.control.send(learner, Message(Kind.HEARTBEAT, ctx.rank))
+            ctx.control.post(learner, Message(Kind.HEARTBEAT, ctx.rank))
             next_beat = now + HEARTBEAT_EVERY_S
         time.sleep(0.02)
     ctx.stop.set()
@@ -76,6 +76,6 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane],
     raise_if_failed(lanes, ctx.failed)
     for lane in lanes:
         values = extra[lane.name]() if lane.name in extra else ()
-        ctx.control.send(learner, lane_message(ctx.rank, lane, values))
-    ctx.control.send(learner, Message(Kind.FINISHED, ctx.rank, payload_size=len(lanes)))
+        ctx.control.post(learner, lane_message(ctx.rank, lane, values))
+    ctx.control.post(learner, Message(Kind.FINISHED, ctx.rank, payload_size=len(lanes)))
     ctx.pump.drain_and_stop(ctx.comms.data)

@@ -43,7 +43,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict:
 
     def announce(version: int) -> None:
         for rank in infer_ranks:
-            ctx.control.send(rank, Message(Kind.WEIGHTS, ctx.rank, version=version))
+            ctx.control.post(rank, Message(Kind.WEIGHTS, ctx.rank, version=version))
 
     tree = distribution_tree(ctx, publisher.outgoing.numpy())
     learn = LearnLane(learner, pool, episode_in, publisher.publish, lambda s: retire_q.put(s, ctx.stop),
@@ -69,7 +69,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict:
     raise_if_failed(lanes, ctx.failed)
     for rank in range(ctx.plan.world_size):
         if rank != ctx.rank:
-            ctx.control.send(rank, Message(Kind.STOP, ctx.rank))
+            ctx.control.post(rank, Message(Kind.STOP, ctx.rank))
     gather_finished(ctx, remote, finished)
     ctx.pump.drain_and_stop(ctx.comms.data)
     metrics.close()

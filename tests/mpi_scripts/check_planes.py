@@ -44,10 +44,10 @@ if rank == 0:
         return all(len(seen.get(r, [])) == 2 for r in range(1, size)) or None
     poll(collect, "metrics from every rank")
     for r in range(1, size):
-        control.send(r, Message(Kind.STOP, 0, version=42))
+        control.post(r, Message(Kind.STOP, 0, version=42))
 else:
-    control.send(0, Message(Kind.HEARTBEAT, rank))
-    control.send(0, Message(Kind.METRICS, rank, values=(float(rank), 0.5, 2.0)))
+    control.post(0, Message(Kind.HEARTBEAT, rank))
+    control.post(0, Message(Kind.METRICS, rank, values=(float(rank), 0.5, 2.0)))
     stop = poll(lambda: next(iter(control.poll()), None), "STOP")
     assert stop.kind == Kind.STOP and stop.version == 42 and stop.source == 0
 
