@@ -75,7 +75,9 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict:
     metrics.close()
     ckpt = save_learner(learner, learn.progress, run_dir)
     own = {lane.name: lane.shares() for lane in lanes}
+    stopped_by = ctx.stop_request.signal_name or ("signal on another rank" if ctx.stop_request else "target")
     extra = {"mode": cfg.run.mode, "world_size": ctx.plan.world_size, "layout": ctx.plan.describe(),
+             "stopped_by": stopped_by,
              "policy_version": learner.version, "versions_skipped": publisher.skipped,
              "weight_bytes": int(publisher.outgoing.numel() * 4),
              "data_plane_mib_received": round(ctx.pump.bytes_received / 2**20, 2),
