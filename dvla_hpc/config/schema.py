@@ -78,8 +78,8 @@ class LayoutConfig:
 
 @dataclass
 class PipelineConfig:
-    queue_depth: int = field(default=4, metadata=bounds(1, doc="slots per bounded lane queue"))
-    episode_slots: int = field(default=0, metadata=bounds(0, doc="0 = sized from envs and groups"))
+    queue_depth: int = field(default=4, metadata=bounds(1, doc="spare episode slots beyond what the envs and groups need"))
+    episode_slots: int = field(default=0, metadata=bounds(0, doc="learner episode pool size; 0 = sized from envs and groups"))
     poll_max_sleep_ms: float = field(default=2.0, metadata=bounds(0.01))
 
 
