@@ -142,7 +142,7 @@ class VectorEnv:
         for worker in self._workers:
             try:
                 worker.conn.send_bytes(pack_shutdown())
-            except OSError:
+            except OSError:  # its pipe is already broken: the worker is gone, stop_worker reaps it
                 pass
         for worker in self._workers:
             stop_worker(worker, grace_s=_JOIN_TIMEOUT_S)

@@ -54,11 +54,7 @@ class PublishingLane(Lane):
         self.latency_s: list[float] = []
 
     def loop(self) -> None:
-        while not self.stop.is_set():
-            with self.waiting():
-                version = self.publisher.take(timeout=0.05)
-            if version is None:
-                continue
+        for version in self.each(self.publisher.take):
             t0 = time.perf_counter()
             if not self.deliver(version):
                 return
@@ -78,10 +74,7 @@ class LocalDistributeLane(PublishingLane):
         self.holder = holder
 
     def deliver(self, version: int) -> bool:
-        staging = None
-        while staging is None and not self.stop.is_set():
-            with self.waiting():
-                staging = self.holder.staging_buffer(timeout=0.05)
+        staging = next(self.each(self.holder.staging_buffer), None)
         if staging is None:
             return False
         staging.copy_(self.publisher.outgoing)
@@ -117,11 +110,7 @@ class TreeReceiveLane(Lane):
         self.tree, self.holder = tree, holder
 
     def loop(self) -> None:
-        while not self.stop.is_set():
-            with self.waiting():
-                staging = self.holder.staging_buffer(timeout=0.05)
-            if staging is None:
-                continue
+        for staging in self.each(self.holder.staging_buffer):
             self.tree.post_receive(staging.numpy())
             version = None
             while version is None:

@@ -98,11 +98,7 @@ class InferLane(Lane):
         self.episodes = 0
 
     def loop(self) -> None:
-        while not self.stop.is_set():
-            with self.waiting():
-                slot = self.obs_in.get(timeout=0.05)
-            if slot is None:
-                continue
+        for slot in self.each(self.obs_in.get):
             if not self.serve(slot):
                 return
 

@@ -6,6 +6,9 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 
 class SlotQueue:
@@ -64,14 +67,17 @@ class Lane(threading.Thread):
         finally:
             self.wait_s += time.perf_counter() - t0
 
+    def each(self, take: Callable[[float], T | None]) -> Iterator[T]:
+        """What `take(timeout)` hands over, one item at a time (its waits counted), until stop."""
+        while not self.stop.is_set():
+            with self.waiting():
+                item = take(0.05)
+            if item is not None:
+                yield item
+
     def acquire_slot(self, pool) -> int | None:
         """A free slot of `pool`, waiting (counted as waiting) until one frees up; None on stop."""
-        with self.waiting():
-            while not self.stop.is_set():
-                slot = pool.acquire(timeout=0.05)
-                if slot is not None:
-                    return slot
-        return None
+        return next(self.each(pool.acquire), None)
 
     def run(self) -> None:
         self.started_at = time.perf_counter()

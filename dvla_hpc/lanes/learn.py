@@ -57,11 +57,7 @@ class LearnLane(Lane):
 
     def loop(self) -> None:
         self.publish(self.learner.version)
-        while not self.stop.is_set():
-            with self.waiting():
-                slot = self.episode_in.get(timeout=0.05)
-            if slot is None:
-                continue
+        for slot in self.each(self.episode_in.get):
             self.admit(slot)
             if len(self.complete) >= self.groups_per_update:
                 self.train(self.complete[: self.groups_per_update])

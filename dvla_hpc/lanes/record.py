@@ -33,11 +33,8 @@ class RecordLane(Lane):
         self.written = 0
 
     def loop(self) -> None:
-        while not self.stop.is_set():
-            with self.waiting():
-                slot = self.inbox.get(timeout=0.05)
-            if slot is not None:
-                self.handle(slot)
+        for slot in self.each(self.inbox.get):
+            self.handle(slot)
         while (slot := self.inbox.get(timeout=0)) is not None:
             self.handle(slot)
 

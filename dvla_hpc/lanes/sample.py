@@ -63,11 +63,7 @@ class SampleLane(Lane):
         for half in (0, 1):
             if not self.ship(half):
                 return
-        while not self.stop.is_set():
-            with self.waiting():
-                slot = self.action_in.get(timeout=0.05)
-            if slot is None:
-                continue
+        for slot in self.each(self.action_in.get):
             half = self.apply(slot)
             if not self.ship(half):
                 return
