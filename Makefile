@@ -23,4 +23,4 @@ test: $(STAMP)
 	MUJOCO_GL=egl $(VENV)/bin/python -m pytest
 
 bench: $(STAMP)
-	MUJOCO_GL=egl $(VENV)/bin/python -m dvla_hpc.bench.quickstart
+	MUJOCO_GL=egl $(VENV)/bin/python -m dvla_hpc.bench quickstart

@@ -36,7 +36,7 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("run.progress_bar=3", r"run\.progress_bar: expected bool"),
     ("learn.group_size=1", r"learn\.group_size: 1 is below the minimum 2"),
     ("learn.clip_ratio=1.5", r"learn\.clip_ratio: 1\.5 is above the maximum"),
-    ("run.mode=turbo", r"run\.mode: 'turbo' is not one of async"),
+    ("run.mode=turbo", r"run\.mode: 'turbo' is not one of async, sync"),
     ("model.patch_size=6", r"model\.patch_size: 6 must divide env\.image_size 64"),
     ("env.envs_per_sampler=7", r"env\.envs_per_sampler: 7 must be even"),
     ("env.fault=crash", r"env\.fault: 'crash' needs env\.name=debug_faulty"),

@@ -181,7 +181,7 @@ def test_spec_for_agrees_with_a_built_env():
 
 
 def test_registry_builds_by_name_and_names_bad_input():
-    assert set(known_env_names()) == {"tabletop_reach", "debug_faulty"}
+    assert set(known_env_names()) == {"tabletop_reach", "debug_faulty", "gymnasium"}
     assert env_spec("tabletop_reach", image_size=48).image_shape == (48, 48, 3)
     assert env_spec("debug_faulty", fault="hang").name == "debug_faulty"
     with pytest.raises(ValueError, match="tabletop_reach"):

@@ -1,42 +1,25 @@
 """Benchmark: the quickstart in one process and under `mpiexec -n 4`, with the learning figures.
 
-    python -m dvla_hpc.bench.quickstart [--out bench_out/quickstart] [--ranks 4] [key=value ...]
+    python -m dvla_hpc.bench quickstart [--out bench_out/quickstart] [--ranks 4] [key=value ...]
 
 Prints env steps, wall time, throughput and success before/after for each run and writes JSON."""
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
+
+from dvla_hpc.bench.runs import mpiexec, run_main
 
 FIELDS = ("env_steps", "wall_seconds", "env_steps_per_second", "episodes",
           "success_rate_first", "success_rate_last", "policy_lag_mean", "samples_dropped_stale")
 
 
-def mpiexec() -> str:
-    local = Path(sys.executable).with_name("mpiexec")
-    return str(local) if local.exists() else "mpiexec"
-
-
 def run_one(label: str, prefix: list[str], out: Path, overrides: list[str], timeout_s: float) -> dict:
-    run_dir = out / label
-    cmd = [*prefix, sys.executable, "-m", "dvla_hpc.main", "--out", str(run_dir),
-           "run.progress_bar=false", *overrides]
-    print(f"[{label}] {' '.join(cmd)}", flush=True)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, timeout=timeout_s, capture_output=True, text=True,
-                          env={**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"})
-    if proc.returncode != 0:
-        raise SystemExit(f"[{label}] failed with exit code {proc.returncode}:\n{proc.stderr[-4000:]}")
-    summary = json.loads((run_dir / "summary.json").read_text())
-    result = {k: summary[k] for k in FIELDS}
-    result["lanes"] = summary["lanes"]
-    result["command_seconds"] = round(time.perf_counter() - t0, 1)
-    return result
+    summary = run_main(label, prefix, overrides, out / label, timeout_s)
+    return {**{k: summary[k] for k in FIELDS}, "lanes": summary["lanes"],
+            "command_seconds": summary["command_seconds"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,8 @@ def bounds(low: float | None = None, high: float | None = None, doc: str = "") -
 class RunConfig:
     name: str = "quickstart"
     seed: int = field(default=0, metadata=bounds(0))
-    mode: Literal["async"] = field(default="async", metadata=bounds(doc="sync mode: issue 3"))
+    mode: Literal["async", "sync"] = field(default="async", metadata=bounds(
+        doc="async overlaps all lanes; sync runs them one after another (roll out, train, sync weights)"))
     total_env_steps: int = field(default=60_000, metadata=bounds(1))
     wall_clock_limit_s: float = field(default=0.0, metadata=bounds(0, doc="0 = no limit"))
     out: str = field(default="", metadata=bounds(doc="run directory; empty = runs/<name>-<time>"))
@@ -36,6 +37,10 @@ class EnvConfig:
     fault: Literal["none", "crash", "hang", "slow", "raise"] = field(
         default="none", metadata=bounds(doc="fault injection; needs env.name=debug_faulty"))
     fault_step: int = field(default=1, metadata=bounds(0))
+    gym_id: str = field(
+        default="Reacher-v5", metadata=bounds(doc="gymnasium id; used when env.name=gymnasium"))
+    observation: Literal["pixels", "state"] = field(
+        default="pixels", metadata=bounds(doc="gymnasium inputs: rendered pixels or the state vector"))
 
 
 @dataclass

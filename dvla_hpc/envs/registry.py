@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from dvla_hpc.envs.faulty import FAULT_KWARGS, FaultyEnv
+from dvla_hpc.envs.gymnasium_env import GymnasiumEnv
 from dvla_hpc.envs.protocol import Env, EnvSpec
 from dvla_hpc.envs.tabletop import TabletopConfig, TabletopReachEnv
 
@@ -20,6 +21,8 @@ _TABLETOP_KWARGS = TabletopConfig.field_names()
 _REGISTRY: dict[str, _Entry] = {
     "tabletop_reach": _Entry(TabletopReachEnv, TabletopReachEnv.spec_for, _TABLETOP_KWARGS),
     "debug_faulty": _Entry(FaultyEnv, FaultyEnv.spec_for, FAULT_KWARGS + _TABLETOP_KWARGS),
+    "gymnasium": _Entry(GymnasiumEnv, GymnasiumEnv.spec_for,
+                        ("gym_id", "observation", "image_size", "max_episode_steps")),
 }
 
 

@@ -7,6 +7,7 @@ import time
 import torch
 
 from dvla_hpc.lanes.lane import Lane
+from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.memory.static_pool import DoubleBufferedWeights
 
 
@@ -16,7 +17,7 @@ class WeightPublisher:
 
     def __init__(self, source: torch.Tensor):
         self.source = source
-        self.outgoing = torch.empty_like(source)
+        self.outgoing = DATA_PATH.zeros("weights/outgoing", tuple(source.shape), source.dtype)
         self.version = -1
         self.skipped = 0
         self._pending = False

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from dvla_hpc.lanes.lane import Lane, SlotQueue
-from dvla_hpc.memory.layouts import H, SlabKind, stamp, validate
+from dvla_hpc.memory.layouts import H, PARKED, SlabKind, stamp, validate
 from dvla_hpc.memory.slab_pool import SlabPool
 from dvla_hpc.memory.static_pool import DoubleBufferedWeights
 from dvla_hpc.model.tokens import ActionBins
@@ -49,6 +49,8 @@ class EpisodeAssembler:
             key = (sampler, int(obs["env_ids"][j]))
             slot = self.open.get(key)
             if slot is None:
+                if obs["group"][j] == PARKED:
+                    continue
                 slot = lane.acquire_slot(self.pool)
                 if slot is None:
                     return False
@@ -96,26 +98,47 @@ class InferLane(Lane):
         self.max_envs = obs_pool.layout.fields["env_ids"].shape[0]
         self.swaps = 0
         self.episodes = 0
+        self.base_version = -1  # the version that served round 0
+        self.held: list[int] = []  # observation slots waiting for newer weights
 
     def loop(self) -> None:
-        for slot in self.each(self.obs_in.get):
-            if not self.serve(slot):
+        while not self.stop.is_set():
+            if self.held and not self.serve_held():
+                return
+            with self.waiting():
+                slot = self.obs_in.get(0.005 if self.held else 0.05)
+            if slot is not None and not self.serve(slot):
                 return
 
-    def serve(self, slot: int) -> bool:
-        obs = self.obs_pool.slots[slot]
-        validate(obs["header"], SlabKind.OBSERVATIONS, self.max_envs, "inference lane")
-        sampler, half, n = (int(obs["header"][w]) for w in (H.SAMPLER, H.HALF, H.COUNT))
-        self.episodes += self.assembler.close_finished(sampler, obs, self.episode_out, self.stop)
+    def ready_policy(self, round_: int):
+        """The active policy if it may serve the sampler's round, else None. Sync mode trains one
+        version per round (async mode stays in round 0); in MPI mode nothing is served before the
+        first version has come down the tree."""
         if self.weights.swap_if_staged():
             self.swaps += 1
         model, version = self.weights.active_model()
-        while version < 0:  # MPI mode: no weights until the first version has come down the tree
-            with self.waiting():
-                if self.stop.wait(0.01):
-                    return False
-            if self.weights.swap_if_staged():
-                model, version = self.weights.active_model()
+        if version < 0:
+            return None
+        if self.base_version < 0:
+            self.base_version = version - round_
+        return (model, version) if version >= self.base_version + round_ else None
+
+    def serve_held(self) -> bool:
+        held, self.held = self.held, []
+        return all(self.serve(slot) for slot in held)
+
+    def serve(self, slot: int) -> bool:
+        """Act on one observation slab, or hold it (without blocking the other samplers' slabs)
+        until weights new enough for its round have arrived."""
+        obs = self.obs_pool.slots[slot]
+        validate(obs["header"], SlabKind.OBSERVATIONS, self.max_envs, "inference lane")
+        policy = self.ready_policy(int(obs["header"][H.ROUND]))
+        if policy is None:
+            self.held.append(slot)
+            return True
+        model, version = policy
+        sampler, half, n = (int(obs["header"][w]) for w in (H.SAMPLER, H.HALF, H.COUNT))
+        self.episodes += self.assembler.close_finished(sampler, obs, self.episode_out, self.stop)
         batch = PolicyBatch(
             images=torch.from_numpy(obs["image"][:n]),
             proprio=torch.from_numpy(obs["proprio"][:n]),

@@ -10,14 +10,14 @@ from dvla_hpc.output.episode import EpisodeRecord
 from dvla_hpc.output.trajectory_writer import TrajectoryWriter
 
 
-def episode_record(ep: dict, task: str, instructions: tuple[str, ...]) -> EpisodeRecord:
+def episode_record(ep: dict, task: str, instructions: tuple[str, ...], dones: np.ndarray) -> EpisodeRecord:
+    """Views of the slot (written out before the slot is released, so nothing is copied).
+    `dones` is the caller's all-False-but-last buffer of the episode's length."""
     header = ep["header"]
     t = int(header[H.COUNT])
-    dones = np.zeros(t, dtype=np.bool_)
-    dones[-1] = True
     return EpisodeRecord(
-        images=ep["image"][:t].copy(), proprio=ep["proprio"][:t].copy(), actions=ep["action"][:t].copy(),
-        rewards=ep["reward"][:t].copy(), dones=dones, policy_versions=ep["version"][:t].copy(),
+        images=ep["image"][:t], proprio=ep["proprio"][:t], actions=ep["action"][:t],
+        rewards=ep["reward"][:t], dones=dones, policy_versions=ep["version"][:t],
         task=task, instruction=instructions[int(header[H.TASK])], success=bool(header[H.SUCCESS]),
         seed=int(header[H.SEED]))
 
@@ -31,6 +31,8 @@ class RecordLane(Lane):
         self.task, self.instructions = task, instructions
         self.seen = 0
         self.written = 0
+        self.dones = np.zeros(pool.layout.fields["reward"].shape[0] + 1, dtype=np.bool_)
+        self.dones[-1] = True
 
     def loop(self) -> None:
         for slot in self.each(self.inbox.get):
@@ -42,7 +44,9 @@ class RecordLane(Lane):
         ep = self.pool.slots[slot]
         if self.writer is not None and self.every and self.seen % self.every == 0 \
                 and not ep["header"][H.FAILED]:
-            self.writer.write_episode(episode_record(ep, self.task, self.instructions))
+            t = int(ep["header"][H.COUNT])
+            dones = self.dones[len(self.dones) - t:]
+            self.writer.write_episode(episode_record(ep, self.task, self.instructions, dones))
             self.written += 1
         self.seen += 1
         self.items += 1

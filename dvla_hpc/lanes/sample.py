@@ -1,4 +1,11 @@
-"""Sampling lane: steps one sampler's envs in two halves, ships observation slots, applies actions."""
+"""Sampling lane: steps one sampler's envs in two halves, ships observation slots, applies actions.
+
+Async mode runs one endless round: while half A steps, the infer lane works on half B. Sync mode
+runs rounds of a fixed episode budget with no overlap: ship both halves, wait for both action
+slots, step both, and park each env whose episode ends once the budget is spent; when every env
+is parked the round is over. The next round's observations carry its number, and the infer lane
+holds them until the weights trained on the previous round have arrived.
+"""
 from __future__ import annotations
 
 from typing import Callable
@@ -6,9 +13,8 @@ from typing import Callable
 import numpy as np
 
 from dvla_hpc.envs.vector import VectorEnv
-
 from dvla_hpc.lanes.lane import Lane, SlotQueue
-from dvla_hpc.memory.layouts import H, SlabKind, stamp
+from dvla_hpc.memory.layouts import H, PARKED, SlabKind, stamp
 from dvla_hpc.memory.slab_pool import SlabPool
 
 GROUP_KEY_STRIDE = 1 << 40
@@ -30,43 +36,113 @@ class GroupSchedule:
         return group, seed
 
 
+class EpisodeBudget:
+    """Episodes a sampler may start per round: None = unlimited (async: one endless round)."""
+
+    def __init__(self, per_round: int | None):
+        if per_round is not None and per_round < 1:
+            raise ValueError(f"an episode budget needs at least one episode per round, got {per_round}")
+        self.per_round = per_round
+        self.left = 0
+
+    @property
+    def sync(self) -> bool:
+        return self.per_round is not None
+
+    def new_round(self) -> None:
+        self.left = self.per_round or 0
+
+    def take(self) -> bool:
+        if self.per_round is None:
+            return True
+        if self.left == 0:
+            return False
+        self.left -= 1
+        return True
+
+
 class SampleLane(Lane):
     def __init__(self, sampler_id: int, make_env: Callable[[], VectorEnv], num_envs: int,
-                 schedule: GroupSchedule, obs_pool: SlabPool, obs_out: SlotQueue, action_pool: SlabPool,
-                 action_in: SlotQueue, stop, failed):
+                 schedule: GroupSchedule, budget: EpisodeBudget, obs_pool: SlabPool, obs_out: SlotQueue,
+                 action_pool: SlabPool, action_in: SlotQueue, stop, failed):
         super().__init__("sample", stop, failed)
         self.sampler_id = sampler_id
         self.make_env = make_env
         self.env: VectorEnv | None = None
-        self.schedule = schedule
+        self.schedule, self.budget = schedule, budget
         self.obs_pool, self.obs_out = obs_pool, obs_out
         self.action_pool, self.action_in = action_pool, action_in
         self.worker_restarts = 0
         n = num_envs // 2
         self.halves = [np.arange(0, n, dtype=np.int64), np.arange(n, 2 * n, dtype=np.int64)]
-        self.slices = [slice(0, n), slice(n, 2 * n)]
         self.group = np.zeros(num_envs, dtype=np.int64)
         self.seed = np.zeros(num_envs, dtype=np.int64)
         self.next_group = np.zeros(num_envs, dtype=np.int64)
         self.next_seed = np.zeros(num_envs, dtype=np.int64)
+        self.live = np.zeros(num_envs, dtype=bool)  # running an episode of this round
+        self.has_next = np.zeros(num_envs, dtype=bool)  # next_group/next_seed hold a budgeted episode
+        self.shipped = [np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)]  # rows of the last slab
+        self.shipped_count = [0, 0]
+        self.round = 0
         self.env_steps = 0
         self.step_counter = 0
 
     def loop(self) -> None:
         # Built on this thread: an inline env's GL context belongs to the thread that made it.
         self.env = self.make_env()
-        for ids in self.halves:
-            for i in ids:
-                self.group[i], self.seed[i] = self.schedule.next()
-                self.next_group[i], self.next_seed[i] = self.schedule.next()
-            self.env.reset_async(ids, self.seed[ids])
-        for half in (0, 1):
+        if self.budget.sync:
+            self.run_sync_rounds()
+        else:
+            self.run_async()
+
+    def run_async(self) -> None:
+        for half in self.start_round():
             if not self.ship(half):
                 return
         for slot in self.each(self.action_in.get):
-            half = self.apply(slot)
-            if not self.ship(half):
+            if not self.ship(self.apply(slot)):
                 return
+
+    def run_sync_rounds(self) -> None:
+        while not self.stop.is_set():
+            active = self.start_round()
+            while active:
+                for half in active:
+                    if not self.ship(half):
+                        return
+                slots = []
+                for slot in self.each(self.action_in.get):
+                    slots.append(slot)
+                    if len(slots) == len(active):
+                        break
+                if len(slots) < len(active):
+                    return
+                for slot in slots:
+                    self.apply(slot)
+                active = [h for h in active if self.live[self.halves[h]].any()]
+            self.round += 1
+
+    def start_round(self) -> list[int]:
+        """Reset the envs this round's budget covers; the halves that have any."""
+        self.budget.new_round()
+        for i in range(len(self.live)):
+            self.live[i] = self.budget.take()
+            if self.live[i]:
+                self.group[i], self.seed[i] = self.schedule.next()
+        for i in np.flatnonzero(self.live):
+            self.draw_next(i)
+        active = []
+        for half, ids in enumerate(self.halves):
+            starting = ids[self.live[ids]]
+            if len(starting):
+                self.env.reset_async(starting, self.seed[starting])
+                active.append(half)
+        return active
+
+    def draw_next(self, i: int) -> None:
+        self.has_next[i] = self.budget.take()
+        if self.has_next[i]:
+            self.next_group[i], self.next_seed[i] = self.schedule.next()
 
     def close(self) -> None:
         if self.env is not None:
@@ -74,41 +150,62 @@ class SampleLane(Lane):
             self.env.close()
 
     def apply(self, slot: int) -> int:
+        """Step the live envs of the half this action slab answers; returns that half."""
         view = self.action_pool.slots[slot]
         half = int(view["header"][H.HALF])
-        ids = self.halves[half]
-        self.env.step_async(ids, view["action"], self.next_seed[self.slices[half]])
+        rows = self.shipped[half][: self.shipped_count[half]]
+        stepping = self.live[rows]
+        if stepping.all():
+            self.env.step_async(rows, view["action"][: len(rows)], self.next_seed[rows])
+            stepped = len(rows)
+        else:
+            which = np.flatnonzero(stepping)
+            stepped = len(which)
+            if stepped:
+                self.env.step_async(rows[which], view["action"][which], self.next_seed[rows[which]])
         self.action_pool.release(slot)
-        self.env_steps += len(ids)
+        self.env_steps += stepped
         self.step_counter += 1
         return half
 
     def ship(self, half: int) -> bool:
-        ids, rows = self.halves[half], self.slices[half]
+        """Wait for the half's live envs and ship their observations (parking envs out of budget)."""
+        ids = self.halves[half]
+        rows = ids[self.live[ids]]
+        n = len(rows)
         with self.waiting():
-            self.env.wait(ids)
+            self.env.wait(rows)
         slot = self.acquire_slot(self.obs_pool)
         if slot is None:
             return False
         env = self.env
-        for i in np.flatnonzero(env.done[rows]) + rows.start:
-            self.group[i], self.seed[i] = self.next_group[i], self.next_seed[i]
-            self.next_group[i], self.next_seed[i] = self.schedule.next()
         view = self.obs_pool.slots[slot]
+        parked = []
+        for j in np.flatnonzero(env.done[rows]):
+            i = rows[j]
+            if self.has_next[i]:
+                self.group[i], self.seed[i] = self.next_group[i], self.next_seed[i]
+                self.draw_next(i)
+            else:
+                self.live[i] = False
+                parked.append(j)
         header = view["header"]
         stamp(header, SlabKind.OBSERVATIONS)
-        header[H.SAMPLER], header[H.HALF], header[H.COUNT] = self.sampler_id, half, len(ids)
-        header[H.STEP] = self.step_counter
-        view["env_ids"][:] = ids
-        view["image"][:] = env.image[rows]
-        view["proprio"][:] = env.proprio[rows]
-        view["task"][:] = env.task_index[rows]
-        view["reward"][:] = env.reward[rows]
-        view["done"][:] = env.done[rows]
-        view["success"][:] = env.success[rows]
-        view["failed"][:] = env.failed[rows]
-        view["group"][:] = self.group[rows]
-        view["seed"][:] = self.seed[rows]
+        header[H.SAMPLER], header[H.HALF], header[H.COUNT] = self.sampler_id, half, n
+        header[H.STEP], header[H.ROUND] = self.step_counter, self.round
+        view["env_ids"][:n] = rows
+        np.take(env.image, rows, axis=0, out=view["image"][:n])
+        np.take(env.proprio, rows, axis=0, out=view["proprio"][:n])
+        np.take(env.task_index, rows, out=view["task"][:n])
+        np.take(env.reward, rows, out=view["reward"][:n])
+        np.take(env.done, rows, out=view["done"][:n])
+        np.take(env.success, rows, out=view["success"][:n])
+        np.take(env.failed, rows, out=view["failed"][:n])
+        np.take(self.group, rows, out=view["group"][:n])
+        np.take(self.seed, rows, out=view["seed"][:n])
+        view["group"][parked] = PARKED
+        self.shipped[half][:n] = rows
+        self.shipped_count[half] = n
         self.items += 1
         with self.waiting():
             return self.obs_out.put(slot, self.stop)

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from dvla_hpc.config.schema import LearnConfig
+from dvla_hpc.envs.protocol import EnvSpec
+from dvla_hpc.learn.batch_arena import TrainingArena
 from dvla_hpc.learn.grpo import clipped_token_loss, outcome_advantages, process_advantages
+from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.memory.layouts import H
 from dvla_hpc.memory.static_pool import flatten_parameters
-from dvla_hpc.model.vla import PolicyBatch, VLAPolicy
+from dvla_hpc.model.vla import VLAPolicy
 
 
 @dataclass
@@ -26,23 +28,25 @@ class UpdateStats:
 
 class GRPOLearner:
     def __init__(self, cfg: LearnConfig, model: VLAPolicy, instruction_tokens: torch.Tensor,
-                 max_steps: int, seed: int):
+                 spec: EnvSpec, seed: int):
         self.cfg = cfg
         self.model = model.train()
         self.flat = flatten_parameters(model)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-        self.instruction_tokens = instruction_tokens
         self.version = 0
         self.generator = torch.Generator().manual_seed(seed)
-        capacity = cfg.groups_per_update * cfg.group_size * max_steps
-        self.capacity = capacity
-        self.episode_index = torch.zeros(capacity, dtype=torch.long)
-        self.step_index = torch.zeros(capacity, dtype=torch.long)
-        self.advantages = torch.zeros(capacity)
+        episodes = cfg.groups_per_update * cfg.group_size
+        self.arena = TrainingArena(spec, episodes, cfg.minibatch_size, instruction_tokens)
+        self.capacity = episodes * spec.max_episode_steps
+        self.rows = DATA_PATH.zeros("arena/rows", (self.capacity,), torch.int64)
+        self.advantages = DATA_PATH.zeros("arena/advantages", (self.capacity,), torch.float32)
+        self.mb_rows = DATA_PATH.zeros("arena/mb_rows", (cfg.minibatch_size,), torch.int64)
+        self.mb_advantages = DATA_PATH.zeros("arena/mb_advantages", (cfg.minibatch_size,), torch.float32)
 
     def update(self, groups: list[list[dict]]) -> UpdateStats | None:
         """groups: lists of episode slab views (each a dict of numpy arrays)."""
-        episodes, n, dropped, lag_sum = [], 0, 0, 0
+        n, dropped, lag_sum = 0, 0, 0
+        self.arena.clear()
         for group in groups:
             valid = [ep for ep in group if not ep["header"][H.FAILED]]
             if len(valid) < 2:
@@ -55,31 +59,24 @@ class GRPOLearner:
                 k = len(fresh)
                 if k == 0:
                     continue
-                self.episode_index[n: n + k] = len(episodes)
-                self.step_index[n: n + k] = fresh
+                self.rows[n: n + k] = fresh + self.arena.load(ep)
                 self.advantages[n: n + k] = adv[fresh]
                 lag_sum += int(lag[fresh].sum())
-                episodes.append(ep)
                 n += k
         if n == 0:
             return None
-        stats = self.optimize(episodes, n)
+        stats = self.optimize(n)
         self.version += 1
         return UpdateStats(samples=n, dropped_stale=dropped, lag_mean=lag_sum / n, **stats)
 
     def group_advantages(self, group: list[dict]) -> list[torch.Tensor]:
-        rewards = [torch.from_numpy(ep["reward"][: int(ep["header"][H.COUNT])].copy()) for ep in group]
+        rewards = [torch.from_numpy(ep["reward"][: int(ep["header"][H.COUNT])]) for ep in group]
         if self.cfg.advantage == "process":
             return process_advantages(rewards, self.cfg.gamma)
         per_episode = outcome_advantages([float(r.sum()) for r in rewards])
         return [torch.full_like(r, a) for r, a in zip(rewards, per_episode)]
 
-    def optimize(self, episodes: list[dict], n: int) -> dict:
-        images = torch.from_numpy(np.stack([ep["image"] for ep in episodes]))
-        proprio = torch.from_numpy(np.stack([ep["proprio"] for ep in episodes]))
-        tokens = torch.from_numpy(np.stack([ep["tokens"] for ep in episodes]))
-        logp = torch.from_numpy(np.stack([ep["logp"] for ep in episodes]))
-        tasks = torch.tensor([int(ep["header"][H.TASK]) for ep in episodes])
+    def optimize(self, n: int) -> dict:
         totals = {"loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0}
         steps = 0
         mb = self.cfg.minibatch_size
@@ -87,11 +84,12 @@ class GRPOLearner:
             order = torch.randperm(n, generator=self.generator)
             for start in range(0, n, mb):
                 idx = order[start: start + mb]
-                e, s = self.episode_index[idx], self.step_index[idx]
-                batch = PolicyBatch(images[e, s], proprio[e, s], self.instruction_tokens[tasks[e]])
-                loss, info = clipped_token_loss(
-                    self.model(batch), tokens[e, s], logp[e, s], self.advantages[idx],
-                    self.cfg.clip_ratio, self.cfg.entropy_coef)
+                k = len(idx)
+                rows = torch.index_select(self.rows, 0, idx, out=self.mb_rows[:k])
+                advantages = torch.index_select(self.advantages, 0, idx, out=self.mb_advantages[:k])
+                batch, tokens, logp = self.arena.minibatch(rows)
+                loss, info = clipped_token_loss(self.model(batch), tokens, logp, advantages,
+                                                self.cfg.clip_ratio, self.cfg.entropy_coef)
                 self.optimizer.zero_grad(set_to_none=False)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)

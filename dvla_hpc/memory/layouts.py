@@ -33,6 +33,10 @@ class H(IntEnum):
     SEED = 10
     ENV = 11
     EPISODE_ID = 12
+    ROUND = 13  # sync mode: the sampler's round; its observations wait for weights of that round
+
+
+PARKED = -1  # group key of an observation row whose env starts no new episode (sync mode)
 
 
 def observation_layout(spec: EnvSpec, envs_per_half: int) -> SlabLayout:

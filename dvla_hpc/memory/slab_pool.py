@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dvla_hpc.memory.accounting import DATA_PATH
+
 ALIGN = 64
 
 
@@ -41,16 +43,13 @@ class SlabLayout:
 
 
 class SlabPool:
-    def __init__(self, layout: SlabLayout, count: int, pin: bool = False):
+    def __init__(self, layout: SlabLayout, count: int):
         if count < 1:
             raise ValueError(f"slab pool {layout.kind} needs at least one slot")
         self.layout = layout
         self.count = count
-        storage = torch.zeros((count, layout.nbytes), dtype=torch.uint8)
-        if pin and torch.cuda.is_available():
-            storage = storage.pin_memory()
-        self.storage = storage
-        self.raw = storage.numpy()
+        self.storage = DATA_PATH.zeros(f"slabs/{layout.kind}", (count, layout.nbytes), torch.uint8)
+        self.raw = self.storage.numpy()
         self.slots = [layout.views(self.raw[i]) for i in range(count)]
         self._free = list(range(count - 1, -1, -1))
         self._cond = threading.Condition()

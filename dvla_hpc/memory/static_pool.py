@@ -7,16 +7,18 @@ from typing import Callable
 import torch
 from torch import nn
 
+from dvla_hpc.memory.accounting import DATA_PATH
 
-def flatten_parameters(model: nn.Module, pin: bool = False) -> torch.Tensor:
+
+def flatten_parameters(model: nn.Module) -> torch.Tensor:
     """Re-point every parameter at a slice of one contiguous float32 buffer and return that buffer."""
     params = list(model.parameters())
     if any(p.dtype != torch.float32 for p in params):
         raise TypeError("flatten_parameters expects float32 parameters")
+    if params[0].device.type != "cpu":
+        raise ValueError("flatten_parameters builds the host-side static pool; move the model to cpu")
     total = sum(p.numel() for p in params)
-    flat = torch.empty(total, dtype=torch.float32, device=params[0].device)
-    if pin and torch.cuda.is_available() and flat.device.type == "cpu":
-        flat = flat.pin_memory()
+    flat = DATA_PATH.zeros("weights", (total,), torch.float32)
     offset = 0
     for p in params:
         n = p.numel()

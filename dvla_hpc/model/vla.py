@@ -3,6 +3,7 @@ patch encoder, a transformer over image, instruction and proprio tokens, and per
 discretised action tokens."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -65,7 +66,10 @@ class VLAPolicy(nn.Module):
         self.word_pos = nn.Parameter(torch.randn(cfg.max_instruction_tokens, cfg.width) * 0.02)
         self.encoder = FiLMPatchEncoder(cfg.encoder_channels, cfg.patch_size, cfg.width, cfg.width)
         self.patch_pos = nn.Parameter(torch.randn(num_patches, cfg.width) * 0.02)
-        self.proprio_embed = nn.Linear(spec.proprio_dim, cfg.width)
+        with warnings.catch_warnings():
+            # proprio_dim 0 (pixel-only envs): a weightless Linear, its bias a learned state token
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors", UserWarning)
+            self.proprio_embed = nn.Linear(spec.proprio_dim, cfg.width)
         self.action_queries = nn.Parameter(torch.randn(spec.action_dim, cfg.width) * 0.02)
         layer = nn.TransformerEncoderLayer(
             cfg.width, cfg.heads, dim_feedforward=cfg.width * 2, dropout=0.0,

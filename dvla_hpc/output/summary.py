@@ -49,6 +49,8 @@ def _format_value(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, (int, str)):
         return str(value)
+    if isinstance(value, (list, tuple)) and len(value) > 8:
+        return f"[{len(value)} entries: see summary.json]"
     return json.dumps(value, default=to_json_value)
 
 

@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import torch
 from mpi4py import MPI
 
 from dvla_hpc.lanes.lane import SlotQueue
+from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.memory.layouts import SlabKind, validate
 from dvla_hpc.memory.slab_pool import SlabPool
 
@@ -66,7 +68,7 @@ class DataPump(threading.Thread):
     def receive_into(self, source: int, tag: int, pool: SlabPool, queue: SlotQueue, kind: SlabKind,
                      max_count: int, depth: int = 2):
         self.inbound.append(Inbound(source, tag, pool, queue, kind, max_count, depth,
-                                    scratch=np.empty(pool.layout.nbytes, dtype=np.uint8)))
+                                    scratch=DATA_PATH.zeros("pump/scratch", (pool.layout.nbytes,), torch.uint8).numpy()))
 
     def run(self) -> None:
         self.running.set()

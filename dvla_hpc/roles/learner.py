@@ -11,6 +11,7 @@ from dvla_hpc.lanes.lane import Lane, SlotQueue
 from dvla_hpc.lanes.learn import LearnLane
 from dvla_hpc.lanes.record import RecordLane
 from dvla_hpc.learn.learner import GRPOLearner
+from dvla_hpc.memory.accounting import RssTrack
 from dvla_hpc.memory.layouts import SlabKind
 from dvla_hpc.memory.slab_pool import SlabPool
 from dvla_hpc.output.metrics_log import MetricsLog
@@ -18,7 +19,7 @@ from dvla_hpc.output.trajectory_writer import TrajectoryWriter
 from dvla_hpc.planes.control import Kind, Message
 from dvla_hpc.roles.common import (EPISODE_TAG, LANE_NAMES, RankContext, raise_if_failed)
 from dvla_hpc.roles.tree import distribution_tree
-from dvla_hpc.runtime.report import build_summary, memory_snapshot
+from dvla_hpc.runtime.report import build_summary, memory_report
 from dvla_hpc.runtime.run_dir import resume_learner, save_learner
 from dvla_hpc.runtime.supervise import supervise
 
@@ -33,8 +34,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict:
     for rank in infer_ranks:
         ctx.pump.receive_into(rank, EPISODE_TAG, pool, episode_in, SlabKind.EPISODE,
                               bp.spec.max_episode_steps, depth=4)
-    learner = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens,
-                          bp.spec.max_episode_steps, cfg.run.seed)
+    learner = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, cfg.run.seed)
     resumed = resume_learner(learner, cfg.run.resume) if cfg.run.resume else {}
     publisher = WeightPublisher(learner.flat)
     metrics = MetricsLog(run_dir / "metrics.jsonl")
@@ -60,7 +60,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict:
     remote: dict[int, dict] = defaultdict(dict)
     finished: dict[int, int] = {}
     try:
-        lead(ctx, learn, lanes, metrics, remote, finished, started)
+        rss = lead(ctx, learn, lanes, metrics, remote, finished, started)
     finally:
         ctx.stop.set()
         for lane in lanes:
@@ -81,13 +81,13 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict:
              "policy_version": learner.version, "versions_skipped": publisher.skipped,
              "weight_bytes": int(publisher.outgoing.numel() * 4),
              "data_plane_mib_received": round(ctx.pump.bytes_received / 2**20, 2),
-             "pools": {"episodes": pool.stats()}, "checkpoint": str(ckpt), **memory_snapshot(),
+             "pools": {"episodes": pool.stats()}, "checkpoint": str(ckpt), "memory": memory_report(rss),
              **remote_counters(remote)}
     return build_summary(learn.progress, wall, merge_lane_shares(own, remote), extra)
 
 
 def lead(ctx: RankContext, learn: LearnLane, lanes: list[Lane], metrics: MetricsLog,
-         remote: dict, finished: dict, started: float) -> None:
+         remote: dict, finished: dict, started: float) -> RssTrack:
     def keep_going() -> bool:
         raise_if_failed(lanes, ctx.failed)
         if ctx.pump.error is not None:
@@ -98,7 +98,7 @@ def lead(ctx: RankContext, learn: LearnLane, lanes: list[Lane], metrics: Metrics
             absorb(msg, remote, finished)
         return not ctx.stop_request
 
-    supervise(ctx.cfg, learn, lanes, metrics, started, keep_going)
+    return supervise(ctx.cfg, learn, lanes, metrics, started, keep_going)
 
 
 def absorb(msg: Message, remote: dict, finished: dict) -> None:

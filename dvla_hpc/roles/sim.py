@@ -19,6 +19,7 @@ def run_sim(ctx: RankContext) -> None:
     ctx.pump.receive_into(infer_rank, ACTION_TAG, action_pool, action_in, SlabKind.ACTIONS, half, depth=2)
     lane = SampleLane(rank, lambda: make_vector_env(cfg), cfg.env.envs_per_sampler,
                       GroupSchedule(cfg.run.seed, rank, cfg.learn.group_size),
+                      bp.episode_budget(len(ctx.plan.ranks("sim"))),
                       obs_pool, obs_out, action_pool, action_in, ctx.stop, ctx.failed)
     ctx.pump.start()
     lane.start()

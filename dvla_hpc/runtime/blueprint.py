@@ -5,10 +5,12 @@ from dataclasses import dataclass
 
 import torch
 
+from dvla_hpc.config.loader import ConfigError
 from dvla_hpc.config.schema import Config
 from dvla_hpc.envs.protocol import EnvSpec
 from dvla_hpc.envs.registry import env_spec
 from dvla_hpc.envs.vector import VectorEnv
+from dvla_hpc.lanes.sample import EpisodeBudget
 from dvla_hpc.memory.layouts import action_layout, episode_layout, observation_layout
 from dvla_hpc.memory.slab_pool import SlabLayout
 from dvla_hpc.model.tokens import ActionBins, tokenize_catalogue
@@ -16,6 +18,9 @@ from dvla_hpc.model.vla import VLAPolicy
 
 
 def env_kwargs(cfg: Config) -> dict:
+    if cfg.env.name == "gymnasium":
+        return {"gym_id": cfg.env.gym_id, "observation": cfg.env.observation,
+                "image_size": cfg.env.image_size, "max_episode_steps": cfg.env.max_episode_steps}
     kwargs = {"image_size": cfg.env.image_size, "max_episode_steps": cfg.env.max_episode_steps,
               "shaped_reward": cfg.env.shaped_reward}
     if cfg.env.name == "debug_faulty":
@@ -26,6 +31,18 @@ def env_kwargs(cfg: Config) -> dict:
 def make_vector_env(cfg: Config) -> VectorEnv:
     return VectorEnv(cfg.env.name, env_kwargs(cfg), cfg.env.envs_per_sampler,
                      cfg.env.workers_per_sampler, cfg.env.step_timeout_s)
+
+
+def episode_budget(cfg: Config, samplers: int) -> EpisodeBudget:
+    """Sync mode: each sampler's share of one update's groups per round. Async: unlimited."""
+    learn = cfg.learn
+    if cfg.run.mode == "async":
+        return EpisodeBudget(None)
+    if learn.groups_per_update % samplers:
+        raise ConfigError(
+            f"learn.groups_per_update: sync mode splits each update's {learn.groups_per_update} "
+            f"groups evenly over the {samplers} sim ranks; make it a multiple of {samplers}")
+    return EpisodeBudget(learn.groups_per_update // samplers * learn.group_size)
 
 
 @dataclass
@@ -64,6 +81,9 @@ class Blueprint:
             return p.episode_slots
         per_sampler = self.cfg.env.envs_per_sampler + 2 * g
         return samplers * per_sampler + (self.cfg.learn.groups_per_update + 1) * g + p.queue_depth
+
+    def episode_budget(self, samplers: int) -> EpisodeBudget:
+        return episode_budget(self.cfg, samplers)
 
     def infer_episode_slots(self, samplers: int) -> int:
         return samplers * self.cfg.env.envs_per_sampler + self.cfg.pipeline.queue_depth

@@ -20,7 +20,7 @@ from dvla_hpc.memory.static_pool import DoubleBufferedWeights
 from dvla_hpc.output.metrics_log import MetricsLog
 from dvla_hpc.output.trajectory_writer import TrajectoryWriter
 from dvla_hpc.runtime.blueprint import Blueprint, make_vector_env
-from dvla_hpc.runtime.report import build_summary, memory_snapshot
+from dvla_hpc.runtime.report import build_summary, memory_report
 from dvla_hpc.runtime.supervise import supervise
 from dvla_hpc.runtime.run_dir import resume_learner, save_learner
 from dvla_hpc.runtime.signals import StopRequest
@@ -41,8 +41,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
     episode_q = SlotQueue(episode_pool.count, "episodes")
     retire_q = SlotQueue(episode_pool.count, "retired episodes")
 
-    learner = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens,
-                          bp.spec.max_episode_steps, cfg.run.seed)
+    learner = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, cfg.run.seed)
     resumed = resume_learner(learner, cfg.run.resume) if cfg.run.resume else {}
     holder = DoubleBufferedWeights(bp.make_policy)
     holder.load_initial(learner.flat, learner.version)
@@ -55,7 +54,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
     started = time.perf_counter()
     try:
         sample = SampleLane(0, lambda: make_vector_env(cfg), cfg.env.envs_per_sampler,
-                            GroupSchedule(cfg.run.seed, 0, cfg.learn.group_size),
+                            GroupSchedule(cfg.run.seed, 0, cfg.learn.group_size), bp.episode_budget(1),
                             obs_pool, obs_q, action_pool, action_q, stop, failed)
         infer = InferLane(holder, bp.instruction_tokens, bp.bins, obs_pool, obs_q, action_pool, action_q,
                           EpisodeAssembler(episode_pool, bp.spec.max_episode_steps), episode_q,
@@ -71,7 +70,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
         lanes = [sample, infer, learn, distribute, record]
         for lane in lanes:
             lane.start()
-        supervise(cfg, learn, lanes, metrics, started,
+        rss = supervise(cfg, learn, lanes, metrics, started,
                   keep_going=lambda: not failed.is_set() and not stop_request)
     finally:
         stop.set()
@@ -89,5 +88,5 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
              "worker_restarts": sample.worker_restarts, "trajectories_written": record.written,
              "pools": {"observations": obs_pool.stats(), "actions": action_pool.stats(),
                        "episodes": episode_pool.stats()},
-             "checkpoint": str(ckpt), **memory_snapshot()}
+             "checkpoint": str(ckpt), "memory": memory_report(rss)}
     return build_summary(learn.progress, wall, {lane.name: lane.shares() for lane in lanes}, extra)

@@ -13,7 +13,7 @@ from dvla_hpc.config.schema import Config
 from dvla_hpc.planes.control import ControlPlane
 from dvla_hpc.planes.data_pump import DataPump
 from dvla_hpc.roles.common import RankContext
-from dvla_hpc.runtime.blueprint import Blueprint
+from dvla_hpc.runtime.blueprint import Blueprint, episode_budget
 from dvla_hpc.runtime.run_dir import prepare_run_dir
 from dvla_hpc.runtime.signals import StopRequest
 from dvla_hpc.runtime.topology import LayoutError, build_communicators, detect_placement, plan_layout
@@ -32,9 +32,11 @@ def run_mpi(cfg: Config, run_dir: Path, world: MPI.Comm, stop_request: StopReque
                               "not supported yet; use layout.learn_ranks=1")
         plan = plan_layout(world.Get_size(), cfg.layout.learn_ranks, cfg.layout.infer_ranks,
                            node_of, switch_of)
-    except LayoutError as err:  # every rank computes the same plan, so every rank refuses alike
+        episode_budget(cfg, len(plan.ranks("sim")))
+    except (LayoutError, ConfigError) as err:  # every rank plans alike, so every rank refuses alike
         if world.Get_rank() == 0:
-            print(f"layout error: {err}", file=sys.stderr)
+            kind = "layout" if isinstance(err, LayoutError) else "config"
+            print(f"{kind} error: {err}", file=sys.stderr)
         raise PlacementRefused(2) from None
     comms = build_communicators(world, plan)
     rank = world.Get_rank()

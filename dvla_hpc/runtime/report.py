@@ -4,10 +4,10 @@ from __future__ import annotations
 import sys
 import time
 
-import psutil
 from tqdm import tqdm
 
 from dvla_hpc.lanes.learn import RunProgress
+from dvla_hpc.memory.accounting import DATA_PATH, RssTrack
 
 
 def window_rate(values: list[bool], first: bool) -> float:
@@ -57,6 +57,6 @@ class ProgressBar:
         self.bar.close()
 
 
-def memory_snapshot() -> dict:
-    rss = psutil.Process().memory_info().rss
-    return {"rss_mib": round(rss / 2**20, 1)}
+def memory_report(rss: RssTrack) -> dict:
+    """The summary's memory section: data-path buffers, allocations after warm-up, RSS over time."""
+    return {**DATA_PATH.report(), **rss.report()}

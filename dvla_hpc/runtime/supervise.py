@@ -8,14 +8,17 @@ from dvla_hpc.config.schema import Config
 from dvla_hpc.lanes.lane import Lane
 from dvla_hpc.lanes.learn import LearnLane
 from dvla_hpc.output.metrics_log import MetricsLog
-from dvla_hpc.runtime.report import ProgressBar, memory_snapshot
+from dvla_hpc.memory.accounting import DATA_PATH, RssTrack
+from dvla_hpc.runtime.report import ProgressBar
 
 
 def supervise(cfg: Config, learn: LearnLane, lanes: list[Lane], metrics: MetricsLog, started: float,
-              keep_going: Callable[[], bool]) -> None:
-    """Returns when the step budget or wall-clock limit is reached, or `keep_going()` says no."""
+              keep_going: Callable[[], bool]) -> RssTrack:
+    """Returns when the step budget or wall-clock limit is reached, or `keep_going()` says no.
+    The first trained update ends the warm-up: the data path is sealed and RSS growth counts from there."""
     bar = ProgressBar(cfg.run.total_env_steps, cfg.run.progress_bar)
     next_metrics = started + cfg.run.metrics_every_s
+    rss = RssTrack()
     try:
         while keep_going():
             now = time.perf_counter()
@@ -23,13 +26,21 @@ def supervise(cfg: Config, learn: LearnLane, lanes: list[Lane], metrics: Metrics
                 break
             if cfg.run.wall_clock_limit_s and now - started >= cfg.run.wall_clock_limit_s:
                 break
+            if not DATA_PATH.sealed and learn.progress.updates >= 1:
+                DATA_PATH.seal()
+                rss.sample(now - started)
+                rss.mark_warm()
             if now >= next_metrics:
                 next_metrics = now + cfg.run.metrics_every_s
+                rss_mib = rss.sample(now - started)
                 metrics.log({"kind": "lanes", "t": round(now - started, 3),
                              "env_steps": learn.progress.env_steps,
-                             **{lane.name: lane.shares() for lane in lanes}, **memory_snapshot()})
+                             **{lane.name: lane.shares() for lane in lanes}, "rss_mib": round(rss_mib, 1),
+                             "data_path_allocations_after_warmup": sum(DATA_PATH.after_warmup.values())})
             bar.update(learn.progress)
             time.sleep(0.05)
         bar.update(learn.progress)
+        rss.sample(time.perf_counter() - started)
     finally:
         bar.close()
+    return rss

@@ -1,0 +1,26 @@
+"""`python -m dvla_hpc.bench <name> [options]`: the project's benchmarks, each printing a table and
+writing JSON under bench_out/ (see BENCHMARKS.md for the figures and the commands behind them)."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {
+    "quickstart": "the quickstart job in one process and under mpiexec, with learning figures",
+    "throughput": "lane costs alone, sync vs async runs of one config, and the performance model",
+    "reacher": "Reacher-v5 from pixels: raw env limit, Sample Factory APPO and dvla_hpc side by side",
+    "efficiency": "env steps sync and async need to reach a success threshold; RSS and allocations",
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHMARKS:
+        print("usage: python -m dvla_hpc.bench <benchmark> [options]\n", file=sys.stderr)
+        for name, what in BENCHMARKS.items():
+            print(f"  {name:<11} {what}", file=sys.stderr)
+        return 2
+    return importlib.import_module(f"dvla_hpc.bench.{argv[0]}").main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,31 @@
+"""Launching `python -m dvla_hpc.main` from a benchmark: one process or under mpiexec."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_ENV = {"MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
+
+
+def mpiexec() -> str:
+    local = Path(sys.executable).with_name("mpiexec")
+    return str(local) if local.exists() else "mpiexec"
+
+
+def run_main(label: str, prefix: list[str], args: list[str], run_dir: Path, timeout_s: float) -> dict:
+    """Run one job into run_dir and return its summary.json (with `command_seconds` added)."""
+    cmd = [*prefix, sys.executable, "-m", "dvla_hpc.main", "--out", str(run_dir),
+           "run.progress_bar=false", *args]
+    print(f"[{label}] {' '.join(cmd)}", flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, timeout=timeout_s, capture_output=True, text=True,
+                          env={**os.environ, **BENCH_ENV})
+    if proc.returncode != 0:
+        raise SystemExit(f"[{label}] failed with exit code {proc.returncode}:\n{proc.stderr[-4000:]}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["command_seconds"] = round(time.perf_counter() - t0, 1)
+    return summary

@@ -1,0 +1,61 @@
+"""The learner's share of the dynamic pool: one update's samples and one minibatch, preallocated.
+
+`load` copies each admitted episode's steps out of its episode slot (so the slot can go back to the
+pool while the update trains); `minibatch` gathers sample rows with `index_select(out=...)`.
+Neither allocates a data buffer, whatever the update or minibatch size."""
+from __future__ import annotations
+
+import torch
+
+from dvla_hpc.envs.protocol import EnvSpec
+from dvla_hpc.memory.accounting import DATA_PATH
+from dvla_hpc.memory.layouts import H
+from dvla_hpc.model.vla import PolicyBatch
+
+
+class TrainingArena:
+    def __init__(self, spec: EnvSpec, max_episodes: int, minibatch_size: int, instruction_tokens: torch.Tensor):
+        t, a = spec.max_episode_steps, spec.action_dim
+        rows, mb = max_episodes * t, minibatch_size
+        self.steps_per_episode = t
+        self.max_episodes = max_episodes
+        self.instruction_tokens = instruction_tokens
+        self.images = DATA_PATH.zeros("arena/images", (rows, *spec.image_shape), torch.uint8)
+        self.proprio = DATA_PATH.zeros("arena/proprio", (rows, spec.proprio_dim), torch.float32)
+        self.tokens = DATA_PATH.zeros("arena/tokens", (rows, a), torch.int64)
+        self.logp = DATA_PATH.zeros("arena/logp", (rows, a), torch.float32)
+        self.tasks = DATA_PATH.zeros("arena/tasks", (rows,), torch.int64)
+        self.mb_images = DATA_PATH.zeros("arena/mb_images", (mb, *spec.image_shape), torch.uint8)
+        self.mb_proprio = DATA_PATH.zeros("arena/mb_proprio", (mb, spec.proprio_dim), torch.float32)
+        self.mb_tokens = DATA_PATH.zeros("arena/mb_tokens", (mb, a), torch.int64)
+        self.mb_logp = DATA_PATH.zeros("arena/mb_logp", (mb, a), torch.float32)
+        self.mb_tasks = DATA_PATH.zeros("arena/mb_tasks", (mb,), torch.int64)
+        self.mb_words = DATA_PATH.zeros("arena/mb_words", (mb, instruction_tokens.shape[1]), torch.int64)
+        self.episodes = 0
+
+    def clear(self) -> None:
+        self.episodes = 0
+
+    def load(self, ep: dict) -> int:
+        """Copy an episode slot's steps in; returns the arena row of its step 0."""
+        if self.episodes == self.max_episodes:
+            raise RuntimeError(f"training arena holds {self.max_episodes} episodes; the update has more")
+        t, row = int(ep["header"][H.COUNT]), self.episodes * self.steps_per_episode
+        self.images[row: row + t].numpy()[:] = ep["image"][:t]
+        self.proprio[row: row + t].numpy()[:] = ep["proprio"][:t]
+        self.tokens[row: row + t].numpy()[:] = ep["tokens"][:t]
+        self.logp[row: row + t].numpy()[:] = ep["logp"][:t]
+        self.tasks[row: row + t] = int(ep["header"][H.TASK])
+        self.episodes += 1
+        return row
+
+    def minibatch(self, rows: torch.Tensor) -> tuple[PolicyBatch, torch.Tensor, torch.Tensor]:
+        """(inputs, behaviour tokens, behaviour log-probs) of these arena rows."""
+        k = len(rows)
+        images = torch.index_select(self.images, 0, rows, out=self.mb_images[:k])
+        proprio = torch.index_select(self.proprio, 0, rows, out=self.mb_proprio[:k])
+        tokens = torch.index_select(self.tokens, 0, rows, out=self.mb_tokens[:k])
+        logp = torch.index_select(self.logp, 0, rows, out=self.mb_logp[:k])
+        tasks = torch.index_select(self.tasks, 0, rows, out=self.mb_tasks[:k])
+        words = torch.index_select(self.instruction_tokens, 0, tasks, out=self.mb_words[:k])
+        return PolicyBatch(images, proprio, words), tokens, logp

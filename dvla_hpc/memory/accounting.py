@@ -1,0 +1,79 @@
+"""Where the data path's memory comes from, and whether it stays put.
+
+Every buffer that holds samples or weights (slab pools, the learner's training arena, weight
+buffers, receive scratch) is requested here. Requests are expected while the run starts; once
+the first update has been trained the process is `seal`ed, and any request after that is a
+steady-state allocation on the data path, counted and named in the run summary (the target is 0).
+Compute temporaries (activations, gradients) are not data-path buffers and are not counted; the
+RSS track in the summary covers them. Buffers are pinned where an accelerator exists (pinning
+raises without one)."""
+from __future__ import annotations
+
+import threading
+
+import psutil
+import torch
+
+
+class DataPathMemory:
+    def __init__(self) -> None:
+        self.pin = torch.cuda.is_available()
+        self.bytes = 0
+        self.buffers = 0
+        self.sealed = False
+        self.after_warmup: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def zeros(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        buffer = torch.zeros(shape, dtype=dtype)
+        if self.pin:
+            buffer = buffer.pin_memory()
+        with self._lock:
+            self.bytes += buffer.numel() * buffer.element_size()
+            self.buffers += 1
+            if self.sealed:
+                self.after_warmup[name] = self.after_warmup.get(name, 0) + 1
+        return buffer
+
+    def seal(self) -> None:
+        self.sealed = True
+
+    def report(self) -> dict:
+        return {"data_path_buffers": self.buffers, "data_path_mib": round(self.bytes / 2**20, 2),
+                "pinned": self.pin, "allocations_after_warmup": sum(self.after_warmup.values()),
+                "allocated_after_warmup_by": dict(self.after_warmup)}
+
+
+DATA_PATH = DataPathMemory()
+
+
+class RssTrack:
+    """Resident memory of this process, sampled by the caller; growth measured from the warm-up mark."""
+
+    def __init__(self) -> None:
+        self.process = psutil.Process()
+        self.samples: list[tuple[float, float]] = []  # (seconds, MiB)
+        self.warm_index: int | None = None
+
+    def sample(self, t: float) -> float:
+        mib = self.process.memory_info().rss / 2**20
+        self.samples.append((round(t, 2), round(mib, 1)))
+        return mib
+
+    def mark_warm(self) -> None:
+        """Growth is measured from the latest sample on."""
+        self.warm_index = len(self.samples) - 1
+
+    def report(self) -> dict:
+        if not self.samples:
+            return {}
+        after = self.samples[self.warm_index:] if self.warm_index is not None else []
+        out = {"rss_mib_end": self.samples[-1][1], "rss_mib_max": max(m for _, m in self.samples)}
+        if len(after) >= 2:
+            out["rss_mib_at_warmup"] = after[0][1]
+            out["rss_growth_after_warmup"] = round(after[-1][1] / after[0][1] - 1, 4)
+        timeline = self.samples[:: max(1, len(self.samples) // 60)]
+        if timeline[-1] is not self.samples[-1]:
+            timeline.append(self.samples[-1])
+        out["rss_mib_timeline"] = timeline
+        return out

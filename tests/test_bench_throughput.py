@@ -1,0 +1,47 @@
+"""The throughput benchmark's parts: lane probes, the performance model, steady-state rates."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dvla_hpc.bench.lane_costs import LaneCost, measure, model_bounds
+from dvla_hpc.bench.throughput import steady_rates
+from dvla_hpc.config.schema import Config
+
+
+def test_model_sums_lanes_for_sync_and_takes_the_slowest_lane_or_the_cores_for_async():
+    costs = {"sample": LaneCost(0.001, 0.002, 10), "infer": LaneCost(0.002, 0.002, 10),
+             "learn": LaneCost(0.004, 0.004, 10)}
+    m = model_bounds(costs, cores=16)
+    assert m["sync_steps_per_s"] == pytest.approx(1 / 0.007)
+    assert m["async_steps_per_s"] == pytest.approx(1 / 0.004) and m["async_limited_by"] == "learn lane"
+    m = model_bounds(costs, cores=1)  # 8 ms of CPU per step on one core
+    assert m["async_steps_per_s"] == pytest.approx(1 / 0.008) and m["async_limited_by"] == "cores"
+    m = model_bounds(costs, cores=16, parallelism={"learn": 4})
+    assert m["async_steps_per_s"] == pytest.approx(1 / 0.002) and m["async_limited_by"] == "infer lane"
+
+
+def test_probes_time_each_lane_alone():
+    cfg = Config()
+    cfg.env.image_size, cfg.model.patch_size, cfg.env.envs_per_sampler = 16, 8, 4
+    cfg.env.workers_per_sampler = 0
+    cfg.learn.group_size, cfg.learn.groups_per_update = 2, 1
+    costs = measure(cfg, seconds=0.3)
+    assert set(costs) == {"sample", "infer", "learn"}
+    for cost in costs.values():
+        assert cost.steps > 0 and cost.wall_per_step > 0 and cost.cpu_per_step > 0
+    assert costs["learn"].steps % cfg.env.max_episode_steps == 0  # whole synthetic episodes
+
+
+def test_steady_rates_skip_the_warmup_share(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    records = [{"kind": "update", "t": 10.0 * i, "env_steps": 100 * i + (500 if i else 0),
+                "samples": 100, "lag_mean": 1.0} for i in range(6)]
+    path.write_text("\n".join(json.dumps(r) for r in [{"kind": "lanes", "t": 1.0}, *records]) + "\n")
+    rates = steady_rates(path, warmup_share=0.2)
+    assert rates["env_steps_per_s"] == pytest.approx(10.0)  # the start-up burst of 500 is left out
+    assert rates["trained_samples_per_s"] == pytest.approx(10.0) and rates["lag_mean"] == 1.0
+    path.write_text(json.dumps(records[0]) + "\n")
+    with pytest.raises(SystemExit, match="only 1 updates"):
+        steady_rates(path, 0.2)
