@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 
 from dvla_hpc.config.schema import Config
+from dvla_hpc.model.encoders import min_conv_image_size
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
 
@@ -109,7 +110,10 @@ def check_bounds(key: str, meta: Any, value: Any) -> None:
 
 def validate_consistency(cfg: Config) -> None:
     """Rules that span several keys."""
-    if cfg.env.image_size % cfg.model.patch_size:
+    if cfg.model.encoder == "conv" and cfg.env.image_size < min_conv_image_size():
+        raise ConfigError(f"env.image_size: {cfg.env.image_size} is too small for model.encoder=conv "
+                          f"(its conv stack needs at least {min_conv_image_size()})")
+    if cfg.model.encoder == "film_keypoints" and cfg.env.image_size % cfg.model.patch_size:
         raise ConfigError(
             f"model.patch_size: {cfg.model.patch_size} must divide env.image_size {cfg.env.image_size}")
     if cfg.model.width % cfg.model.heads:

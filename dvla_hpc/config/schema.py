@@ -17,6 +17,8 @@ class RunConfig:
         doc="async overlaps all lanes; sync runs them one after another (roll out, train, sync weights)"))
     total_env_steps: int = field(default=60_000, metadata=bounds(1))
     wall_clock_limit_s: float = field(default=0.0, metadata=bounds(0, doc="0 = no limit"))
+    stop_at_success: float = field(default=0.0, metadata=bounds(
+        0.0, 1.0, doc="end the run once the last 100 episodes succeed at this rate; 0 = never"))
     out: str = field(default="", metadata=bounds(doc="run directory; empty = runs/<name>-<time>"))
     torch_threads: int = field(default=1, metadata=bounds(1))
     progress_bar: bool = True
@@ -45,7 +47,10 @@ class EnvConfig:
 
 @dataclass
 class ModelConfig:
-    patch_size: int = field(default=8, metadata=bounds(1, doc="each image token covers patch_size^2 pixels"))
+    encoder: Literal["film_keypoints", "conv"] = field(default="film_keypoints", metadata=bounds(
+        doc="film_keypoints: pixel-level FiLM + keypoints; conv: strided conv stack (cheap)"))
+    patch_size: int = field(default=8, metadata=bounds(
+        1, doc="film_keypoints: each image token covers patch_size^2 pixels"))
     encoder_channels: int = field(default=16, metadata=bounds(1))
     width: int = field(default=64, metadata=bounds(8))
     depth: int = field(default=2, metadata=bounds(1))

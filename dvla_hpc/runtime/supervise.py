@@ -6,10 +6,14 @@ from typing import Callable
 
 from dvla_hpc.config.schema import Config
 from dvla_hpc.lanes.lane import Lane
-from dvla_hpc.lanes.learn import LearnLane
+from dvla_hpc.lanes.learn import LearnLane, RunProgress
 from dvla_hpc.output.metrics_log import MetricsLog
 from dvla_hpc.memory.accounting import DATA_PATH, RssTrack
 from dvla_hpc.runtime.report import ProgressBar
+
+
+def reached_success(target: float, progress: RunProgress, window: int = 100) -> bool:
+    return target > 0 and len(progress.successes) >= window and progress.recent_success(window) >= target
 
 
 def supervise(cfg: Config, learn: LearnLane, lanes: list[Lane], metrics: MetricsLog, started: float,
@@ -25,6 +29,8 @@ def supervise(cfg: Config, learn: LearnLane, lanes: list[Lane], metrics: Metrics
             if learn.progress.env_steps >= cfg.run.total_env_steps:
                 break
             if cfg.run.wall_clock_limit_s and now - started >= cfg.run.wall_clock_limit_s:
+                break
+            if reached_success(cfg.run.stop_at_success, learn.progress):
                 break
             if not DATA_PATH.sealed and learn.progress.updates >= 1:
                 DATA_PATH.seal()

@@ -1,0 +1,42 @@
+"""The raw-limit benchmark: two spawned processes step and render one Reacher-v5 pixel env each."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("gymnasium")
+
+
+def test_raw_limit_counts_frames_from_both_processes():
+    from dvla_hpc.bench.raw_limit import measure_raw_limit
+
+    result = measure_raw_limit(processes=2, seconds=2.0, warmup_s=0.5, gym_id="Reacher-v5", image_size=64)
+    assert result["processes"] == 2
+    per = result["per_process"]
+    assert len(per) == 2
+    assert sorted(r["seed"] for r in per) == [0, 1]
+    assert len({r["pid"] for r in per}) == 2
+    for r in per:
+        assert r["frames"] > 0
+        assert r["seconds"] >= 2.0
+        assert r["frames_per_second"] > 0
+    assert result["frames_per_second"] == pytest.approx(sum(r["frames_per_second"] for r in per), abs=0.05)
+
+
+def test_raw_limit_rejects_bad_arguments():
+    from dvla_hpc.bench.raw_limit import measure_raw_limit
+
+    with pytest.raises(ValueError):
+        measure_raw_limit(processes=0, seconds=1.0)
+    with pytest.raises(ValueError):
+        measure_raw_limit(processes=1, seconds=0.0)
+
+
+def test_steady_window_leaves_out_warmup():
+    from dvla_hpc.bench.reacher import steady_from_points
+
+    # nothing for 10 s, a slow start, then 100 steps/s
+    points = [(0.0, 0), (5.0, 0), (10.0, 50), (15.0, 100), (20.0, 600), (25.0, 1100), (30.0, 1600)]
+    steady = steady_from_points(points, warmup_s=10.0)
+    assert steady["frames_per_second"] == pytest.approx(100.0)
+    assert steady["window_s"] == pytest.approx(10.0)
+    assert steady_from_points([(0.0, 0), (5.0, 10)], warmup_s=1.0)["frames_per_second"] is None
