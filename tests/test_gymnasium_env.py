@@ -164,7 +164,7 @@ def test_unknown_or_non_mujoco_gym_ids_name_the_id():
         make_rendering_gym_env("NoSuchTask-v0", 32)
 
 
-def test_rendering_env_renders_each_env_in_its_own_context():
+def test_envs_sharing_one_viewer_render_what_each_renders_alone():
     def solo(seed):
         env = make_rendering_gym_env("Reacher-v5", 24)
         try:
@@ -185,6 +185,12 @@ def test_rendering_env_renders_each_env_in_its_own_context():
         first_a, first_b, again_a = a.render(), b.render(), a.render()
         assert np.array_equal(first_a, ref_a) and np.array_equal(again_a, ref_a)
         assert np.array_equal(first_b, ref_b)
+        a.close()  # the env whose viewer was shared goes; b goes on with a viewer of its own
+        assert np.array_equal(b.render(), ref_b)
+        c = make_rendering_gym_env("Reacher-v5", 24)
+        c.reset(seed=1)
+        assert np.array_equal(c.render(), ref_a) and np.array_equal(b.render(), ref_b)
+        c.close()
     finally:
         a.close()
         b.close()
@@ -198,7 +204,8 @@ def test_config_wires_only_the_gymnasium_kwargs():
     spec = env_spec(cfg.env.name, **env_kwargs(cfg))
     assert spec.proprio_dim == 0 and spec.image_shape == (64, 64, 3)
     state = load_config(REPO / "configs" / "reacher_pixels.yaml",
-                        ["env.observation=state", "env.image_size=16", "model.patch_size=8"])
+                        ["env.observation=state", "env.image_size=16", "model.encoder=film_keypoints",
+                         "model.patch_size=8"])
     assert env_kwargs(state)["observation"] == "state"
 
 
@@ -207,7 +214,7 @@ def test_end_to_end_pixel_run_with_no_proprio(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "dvla_hpc.main", "--config", str(REPO / "configs" / "reacher_pixels.yaml"),
            "--out", str(out), "run.total_env_steps=400", "env.envs_per_sampler=4",
-           "env.workers_per_sampler=1", "env.image_size=32", "model.patch_size=8",
+           "env.workers_per_sampler=1", "env.image_size=40", "model.patch_size=8",
            "env.max_episode_steps=20", "learn.group_size=2", "learn.groups_per_update=2",
            "learn.minibatch_size=40", "run.progress_bar=false", "output.record_every=1",
            "run.metrics_every_s=0.5"]
@@ -221,6 +228,6 @@ def test_end_to_end_pixel_run_with_no_proprio(tmp_path):
     episodes = list(iter_episodes(out / "trajectories"))
     assert episodes, "no trajectories were written"
     for episode in episodes:
-        assert episode.images.shape[1:] == (32, 32, 3)
+        assert episode.images.shape[1:] == (40, 40, 3)
         assert episode.proprio.shape == (episode.images.shape[0], 0)
         assert episode.instruction == "gymnasium Reacher-v5"
