@@ -19,7 +19,7 @@ WINDOW = 100
 
 def steps_to_threshold(metrics_path: Path, threshold: float) -> int | None:
     for record in map(json.loads, metrics_path.read_text().splitlines()):
-        if record.get("kind") == "update" and record["episodes"] >= WINDOW \
+        if record.get("kind") in ("update", "end") and record["episodes"] >= WINDOW \
                 and record["success_recent"] >= threshold:
             return int(record["env_steps"])
     return None
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=0.8)
     parser.add_argument("--async-seconds", type=float, default=600.0)
     parser.add_argument("--sync-seconds", type=float, default=1200.0, help="sync gives up after this")
+    parser.add_argument("--modes", default="sync,async", help="comma-separated subset of sync,async")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -41,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"run.wall_clock_limit_s={args.sync_seconds}"],
         "async": [*common, "run.mode=async", f"run.wall_clock_limit_s={args.async_seconds}"],
     }
+    runs = {mode: run_args for mode, run_args in runs.items() if mode in args.modes.split(",")}
     results: dict = {"config": args.config, "threshold": args.threshold, "overrides": args.overrides}
     for mode, run_args in runs.items():
         timeout = float(run_args[-1].split("=")[1]) + 300
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                          "policy_lag_mean": summary["policy_lag_mean"], "lanes": summary["lanes"],
                          "memory": summary["memory"]}
 
-    sync_steps, async_steps = results["sync"]["steps_to_threshold"], results["async"]["steps_to_threshold"]
+    sync_steps = results.get("sync", {}).get("steps_to_threshold")
+    async_steps = results.get("async", {}).get("steps_to_threshold")
     print(f"\n{'mode':<7}{'steps to ' + str(args.threshold):>16}{'env steps':>11}{'wall s':>8}{'steps/s':>9}{'lag':>6}")
     for mode in runs:
         r = results[mode]
@@ -61,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     if sync_steps and async_steps:
         results["async_steps_over_sync"] = async_steps / sync_steps
         print(f"async needs {async_steps / sync_steps:.2f}x the env steps sync needs")
-    memory = results["async"]["memory"]
-    print(f"async run: {memory['allocations_after_warmup']} data-path allocations after warm-up, RSS "
-          f"{memory.get('rss_mib_at_warmup')} -> {memory['rss_mib_end']} MiB "
-          f"(growth {100 * memory.get('rss_growth_after_warmup', float('nan')):.2f}%)")
+    memory = results.get("async", {}).get("memory")
+    if memory:
+        print(f"async run: {memory['allocations_after_warmup']} data-path allocations after warm-up, RSS "
+              f"{memory.get('rss_mib_at_warmup')} -> {memory['rss_mib_end']} MiB "
+              f"(growth {100 * memory.get('rss_growth_after_warmup', float('nan')):.2f}%)")
     (out / "efficiency.json").write_text(json.dumps(results, indent=2))
     print(f"wrote {out / 'efficiency.json'}")
     return 0

@@ -8,6 +8,7 @@ from typing import Callable
 
 from dvla_hpc.config.schema import Config
 from dvla_hpc.lanes.lane import Lane
+from dvla_hpc.memory.heap import release_free_heap
 from dvla_hpc.planes.control import ControlPlane, Kind, Message
 from dvla_hpc.planes.data_pump import DataPump
 from dvla_hpc.runtime.blueprint import Blueprint
@@ -68,6 +69,7 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane],
             asked = True
         if now >= next_beat:
             ctx.control.post(learner, Message(Kind.HEARTBEAT, ctx.rank))
+            release_free_heap()
             next_beat = now + HEARTBEAT_EVERY_S
         time.sleep(0.02)
     ctx.stop.set()

@@ -60,7 +60,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict:
     remote: dict[int, dict] = defaultdict(dict)
     finished: dict[int, int] = {}
     try:
-        rss = lead(ctx, learn, lanes, metrics, remote, finished, started)
+        rss, reason = lead(ctx, learn, lanes, metrics, remote, finished, started)
     finally:
         ctx.stop.set()
         for lane in lanes:
@@ -75,7 +75,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict:
     metrics.close()
     ckpt = save_learner(learner, learn.progress, run_dir)
     own = {lane.name: lane.shares() for lane in lanes}
-    stopped_by = ctx.stop_request.signal_name or ("signal on another rank" if ctx.stop_request else "target")
+    stopped_by = ctx.stop_request.signal_name or ("signal on another rank" if ctx.stop_request else reason)
     extra = {"mode": cfg.run.mode, "world_size": ctx.plan.world_size, "layout": ctx.plan.describe(),
              "stopped_by": stopped_by,
              "policy_version": learner.version, "versions_skipped": publisher.skipped,
@@ -87,7 +87,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict:
 
 
 def lead(ctx: RankContext, learn: LearnLane, lanes: list[Lane], metrics: MetricsLog,
-         remote: dict, finished: dict, started: float) -> RssTrack:
+         remote: dict, finished: dict, started: float) -> tuple[RssTrack, str]:
     def keep_going() -> bool:
         raise_if_failed(lanes, ctx.failed)
         if ctx.pump.error is not None:

@@ -70,7 +70,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
         lanes = [sample, infer, learn, distribute, record]
         for lane in lanes:
             lane.start()
-        rss = supervise(cfg, learn, lanes, metrics, started,
+        rss, reason = supervise(cfg, learn, lanes, metrics, started,
                   keep_going=lambda: not failed.is_set() and not stop_request)
     finally:
         stop.set()
@@ -83,7 +83,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
         raise LaneFailure(f"lane {broken.name} failed:\n{broken.error_text}")
     ckpt = save_learner(learner, learn.progress, run_dir)
     extra = {"mode": cfg.run.mode, "world_size": 1, "policy_version": learner.version,
-             "stopped_by": stop_request.signal_name or "target",
+             "stopped_by": stop_request.signal_name or reason,
              "versions_skipped": publisher.skipped, "weight_swaps": infer.swaps,
              "worker_restarts": sample.worker_restarts, "trajectories_written": record.written,
              "pools": {"observations": obs_pool.stats(), "actions": action_pool.stats(),

@@ -16,21 +16,30 @@ def reached_success(target: float, progress: RunProgress, window: int = 100) -> 
     return target > 0 and len(progress.successes) >= window and progress.recent_success(window) >= target
 
 
+def stop_reason(cfg: Config, progress: RunProgress, elapsed: float) -> str | None:
+    if progress.env_steps >= cfg.run.total_env_steps:
+        return "env steps"
+    if cfg.run.wall_clock_limit_s and elapsed >= cfg.run.wall_clock_limit_s:
+        return "wall clock"
+    if reached_success(cfg.run.stop_at_success, progress):
+        return "success"
+    return None
+
+
 def supervise(cfg: Config, learn: LearnLane, lanes: list[Lane], metrics: MetricsLog, started: float,
-              keep_going: Callable[[], bool]) -> RssTrack:
-    """Returns when the step budget or wall-clock limit is reached, or `keep_going()` says no.
+              keep_going: Callable[[], bool]) -> tuple[RssTrack, str]:
+    """Runs until the step budget, the wall-clock limit or the success target is reached, or
+    `keep_going()` says no; returns the RSS track and that reason (logged as an "end" record).
     The first trained update ends the warm-up: the data path is sealed and RSS growth counts from there."""
     bar = ProgressBar(cfg.run.total_env_steps, cfg.run.progress_bar)
     next_metrics = started + cfg.run.metrics_every_s
     rss = RssTrack()
+    reason = "stop request"
     try:
         while keep_going():
             now = time.perf_counter()
-            if learn.progress.env_steps >= cfg.run.total_env_steps:
-                break
-            if cfg.run.wall_clock_limit_s and now - started >= cfg.run.wall_clock_limit_s:
-                break
-            if reached_success(cfg.run.stop_at_success, learn.progress):
+            if (why := stop_reason(cfg, learn.progress, now - started)) is not None:
+                reason = why
                 break
             if not DATA_PATH.sealed and learn.progress.updates >= 1:
                 DATA_PATH.seal()
@@ -47,6 +56,10 @@ def supervise(cfg: Config, learn: LearnLane, lanes: list[Lane], metrics: Metrics
             time.sleep(0.05)
         bar.update(learn.progress)
         rss.sample(time.perf_counter() - started)
+        p = learn.progress
+        metrics.log({"kind": "end", "t": round(time.perf_counter() - started, 3), "reason": reason,
+                     "env_steps": p.env_steps, "episodes": p.episodes,
+                     "success_recent": round(p.recent_success(), 4)})
     finally:
         bar.close()
-    return rss
+    return rss, reason
