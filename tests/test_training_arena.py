@@ -7,7 +7,7 @@ import torch
 from dvla_hpc.config.schema import Config
 from dvla_hpc.learn.batch_arena import TrainingArena
 from dvla_hpc.learn.learner import GRPOLearner
-from dvla_hpc.memory.accounting import DATA_PATH, RssTrack
+from dvla_hpc.memory.accounting import DATA_PATH, RssTrack, trend_growth
 from dvla_hpc.memory.layouts import H, SlabKind, episode_layout, stamp
 from dvla_hpc.memory.slab_pool import SlabPool
 from dvla_hpc.runtime.blueprint import Blueprint
@@ -77,12 +77,14 @@ def test_learner_updates_allocate_no_data_path_buffer_after_warmup():
         DATA_PATH.after_warmup.clear()
 
 
-def test_rss_growth_is_measured_from_the_warm_mark():
+def test_rss_growth_is_the_trend_from_the_warm_mark():
     track = RssTrack()
-    track.sample(0.0)
-    track.samples[-1] = (0.0, 100.0)
+    track.samples = [(0.0, 50.0), (1.0, 100.0)]  # start-up, then the warm mark
     track.mark_warm()
-    track.samples.append((10.0, 102.0))
+    noisy_but_flat = [101, 99, 100, 102, 98, 100, 101, 99, 100, 99, 150]  # one spike at the end
+    track.samples += [(2.0 + i, float(m)) for i, m in enumerate(noisy_but_flat)]
     report = track.report()
-    assert report["rss_mib_at_warmup"] == 100.0 and report["rss_growth_after_warmup"] == 0.02
-    assert report["rss_mib_timeline"][-1] == (10.0, 102.0)
+    assert report["rss_mib_at_warmup"] == 100.0 and report["rss_warm_t"] == 1.0
+    assert report["rss_growth_after_warmup"] == 0.0
+    assert report["rss_mib_timeline"][-1] == (12.0, 150.0)
+    assert trend_growth([100.0, 100.0, 100.0, 120.0, 150.0, 150.0, 150.0, 150.0]) == 0.5  # a real rise

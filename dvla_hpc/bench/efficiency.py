@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from dvla_hpc.bench.runs import run_main
+from dvla_hpc.bench.runs import run_main, write_results
 
 WINDOW = 100
 
@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"async run: {memory['allocations_after_warmup']} data-path allocations after warm-up, RSS "
               f"{memory.get('rss_mib_at_warmup')} -> {memory['rss_mib_end']} MiB "
               f"(growth {100 * memory.get('rss_growth_after_warmup', float('nan')):.2f}%)")
-    (out / "efficiency.json").write_text(json.dumps(results, indent=2))
-    print(f"wrote {out / 'efficiency.json'}")
+    write_results(out / "efficiency.json", results)
     return 0
 
 

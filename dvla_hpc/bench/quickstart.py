@@ -6,11 +6,10 @@ Prints env steps, wall time, throughput and success before/after for each run an
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from dvla_hpc.bench.runs import mpiexec, run_main
+from dvla_hpc.bench.runs import mpiexec, run_main, write_results
 
 FIELDS = ("env_steps", "wall_seconds", "env_steps_per_second", "episodes",
           "success_rate_first", "success_rate_last", "policy_lag_mean", "samples_dropped_stale")
@@ -43,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, r in results.items():
         print(f"{label:<8}{r['env_steps']:>11}{r['wall_seconds']:>9.1f}{r['env_steps_per_second']:>9.1f}"
               f"{r['success_rate_first']:>15.2f}{r['success_rate_last']:>14.2f}{r['policy_lag_mean']:>7.2f}")
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    print(f"wrote {out / 'results.json'}")
+    write_results(out / "results.json", results)
     return 0
 
 

@@ -1,13 +1,13 @@
 """Benchmark: Sample Factory 2.1.1 APPO vs dvla_hpc on gymnasium Reacher-v5 from 64x64 pixels, with the raw limit.
 
-    python -m dvla_hpc.bench.reacher [--out bench_out/reacher] [--seconds 150] [--raw-seconds 20] [--skip-sf]
+    python -m dvla_hpc.bench reacher [--out bench_out/reacher] [--seconds 150] [--raw-seconds 20] [--skip-sf]
 
 In sequence on this machine, all with the same env (make_rendering_gym_env("Reacher-v5", 64): same
 rendering settings, no frame skip, 50-step episodes):
   1. the raw limit: 2 processes stepping + rendering one env each with random actions, no learning;
   2. Sample Factory 2.1.1 APPO (async, CPU, 2 rollout workers x 8 envs) in .venv-sf/ (built on first
      use by dvla_hpc.bench.sample_factory_venv), for --seconds of training;
-  3. dvla_hpc with configs/reacher_pixels.yaml (2 env workers x 8 envs) for --seconds of wall clock.
+  3. dvla_hpc with configs/reacher_pixels.yaml (2 env workers x 16 envs) for --seconds of wall clock.
 Learning runs are compared on steady-state env frames/s: the slope of the frame counter over the
 window from `warmup` seconds after the first counted frames to the last 5-second report (SF's "Fps
 is" log lines; dvla_hpc's "lanes" lines in metrics.jsonl), so start-up is left out of both.
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "settings": {"seconds": args.seconds, "raw_seconds": args.raw_seconds, "warmup_s": warmup,
                      "env": "make_rendering_gym_env('Reacher-v5', 64)", "frameskip": 1,
-                     "env_processes": 2, "envs_per_process": 8, "config": args.config,
+                     "env_processes": 2, "sample_factory_envs_per_worker": 8, "config": args.config,
                      "overrides": args.overrides, "subprocess_env": SUBPROCESS_ENV},
         "load_average": {},
     }

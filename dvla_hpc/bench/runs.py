@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,9 @@ def mpiexec() -> str:
 
 
 def run_main(label: str, prefix: list[str], args: list[str], run_dir: Path, timeout_s: float) -> dict:
-    """Run one job into run_dir and return its summary.json (with `command_seconds` added)."""
+    """Run one job into a fresh run_dir (a reused one would append to its metrics) and return its
+    summary.json (with `command_seconds` added)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [*prefix, sys.executable, "-m", "dvla_hpc.main", "--out", str(run_dir),
            "run.progress_bar=false", *args]
     print(f"[{label}] {' '.join(cmd)}", flush=True)
@@ -29,3 +32,8 @@ def run_main(label: str, prefix: list[str], args: list[str], run_dir: Path, time
     summary = json.loads((run_dir / "summary.json").read_text())
     summary["command_seconds"] = round(time.perf_counter() - t0, 1)
     return summary
+
+
+def write_results(path: Path, results: dict) -> None:
+    path.write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")

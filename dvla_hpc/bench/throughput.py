@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from dvla_hpc.bench.lane_costs import measure, model_bounds
-from dvla_hpc.bench.runs import mpiexec, run_main
+from dvla_hpc.bench.runs import mpiexec, run_main, write_results
 from dvla_hpc.config.loader import load_config
 
 
@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: async / sync = {ratio:.2f} (model {model['async_steps_per_s'] / model['sync_steps_per_s']:.2f}); "
               f"busiest async lane: {busiest[0]} ({busiest[1]['busy']:.2f} busy)")
     print(f"async bound limited by: {model['async_limited_by']}")
-    (out / "throughput.json").write_text(json.dumps(results, indent=2))
-    print(f"wrote {out / 'throughput.json'}")
+    write_results(out / "throughput.json", results)
     return 0
 
 

@@ -9,6 +9,7 @@ RSS track in the summary covers them. Buffers are pinned where an accelerator ex
 raises without one)."""
 from __future__ import annotations
 
+import statistics
 import threading
 
 import psutil
@@ -49,6 +50,13 @@ class DataPathMemory:
 DATA_PATH = DataPathMemory()
 
 
+def trend_growth(values: list[float]) -> float:
+    """Relative growth from the first quarter of a series to its last, by their medians: a trend
+    that one noisy sample at either end cannot fake (the heap breathes by several % per minibatch)."""
+    k = max(1, len(values) // 4)
+    return statistics.median(values[-k:]) / statistics.median(values[:k]) - 1
+
+
 class RssTrack:
     """Resident memory of this process, sampled by the caller (each sample first hands free heap
     pages back to the OS, so it reads what the process holds); growth measured from the warm-up mark."""
@@ -74,8 +82,9 @@ class RssTrack:
         after = self.samples[self.warm_index:] if self.warm_index is not None else []
         out = {"rss_mib_end": self.samples[-1][1], "rss_mib_max": max(m for _, m in self.samples)}
         if len(after) >= 2:
+            out["rss_warm_t"] = after[0][0]
             out["rss_mib_at_warmup"] = after[0][1]
-            out["rss_growth_after_warmup"] = round(after[-1][1] / after[0][1] - 1, 4)
+            out["rss_growth_after_warmup"] = round(trend_growth([m for _, m in after]), 4)
         timeline = self.samples[:: max(1, len(self.samples) // 60)]
         if timeline[-1] is not self.samples[-1]:
             timeline.append(self.samples[-1])
