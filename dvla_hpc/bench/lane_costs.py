@@ -52,7 +52,7 @@ class CpuClock:
         for child in self.workers:
             try:
                 total += sum(child.cpu_times()[:2])
-            except psutil.NoSuchProcess:
+            except psutil.NoSuchProcess:  # a worker that has exited has no more CPU to count
                 pass
         return total
 
