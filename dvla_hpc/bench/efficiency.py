@@ -37,16 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     common = ["--config", args.config, *args.overrides, "output.record_every=0", "run.total_env_steps=100000000"]
+    limits = {"sync": args.sync_seconds, "async": args.async_seconds}
     runs = {
-        "sync": [*common, "run.mode=sync", f"run.stop_at_success={args.threshold}",
-                 f"run.wall_clock_limit_s={args.sync_seconds}"],
-        "async": [*common, "run.mode=async", f"run.wall_clock_limit_s={args.async_seconds}"],
+        "sync": [*common, "run.mode=sync", f"run.stop_at_success={args.threshold}"],
+        "async": [*common, "run.mode=async"],
     }
     runs = {mode: run_args for mode, run_args in runs.items() if mode in args.modes.split(",")}
     results: dict = {"config": args.config, "threshold": args.threshold, "overrides": args.overrides}
     for mode, run_args in runs.items():
-        timeout = float(run_args[-1].split("=")[1]) + 300
-        summary = run_main(mode, [], run_args, out / mode, timeout)
+        summary = run_main(mode, [], [*run_args, f"run.wall_clock_limit_s={limits[mode]}"], out / mode,
+                           limits[mode] + 300)
         results[mode] = {"steps_to_threshold": steps_to_threshold(out / mode / "metrics.jsonl", args.threshold),
                          "env_steps": summary["env_steps"], "wall_seconds": summary["wall_seconds"],
                          "env_steps_per_second": summary["env_steps_per_second"],

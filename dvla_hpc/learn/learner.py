@@ -37,9 +37,9 @@ class GRPOLearner:
         self.generator = torch.Generator().manual_seed(seed)
         episodes = cfg.groups_per_update * cfg.group_size
         self.arena = TrainingArena(spec, episodes, cfg.minibatch_size, instruction_tokens)
-        self.capacity = episodes * spec.max_episode_steps
-        self.rows = DATA_PATH.zeros("arena/rows", (self.capacity,), torch.int64)
-        self.advantages = DATA_PATH.zeros("arena/advantages", (self.capacity,), torch.float32)
+        capacity = episodes * spec.max_episode_steps
+        self.rows = DATA_PATH.zeros("arena/rows", (capacity,), torch.int64)
+        self.advantages = DATA_PATH.zeros("arena/advantages", (capacity,), torch.float32)
         self.mb_rows = DATA_PATH.zeros("arena/mb_rows", (cfg.minibatch_size,), torch.int64)
         self.mb_advantages = DATA_PATH.zeros("arena/mb_advantages", (cfg.minibatch_size,), torch.float32)
 
