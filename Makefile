@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-.PHONY: install run run-mpi test bench
+.PHONY: install run run-mpi test bench gpu-check gpu-wheels
 install: $(STAMP)
 
 run: $(STAMP)
@@ -24,3 +24,21 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	MUJOCO_GL=egl $(VENV)/bin/python -m dvla_hpc.bench quickstart
+
+# On a machine with an NVIDIA GPU whose image has torch but lacks our simulator and MPI wheels
+# (the device tool's machines): `make gpu-check OUT=dir`, with the folder .whl made here by
+# `make gpu-wheels` carried along. Writes OUT/gpu_check.json; see dvla_hpc/bench/gpu_check.py.
+GPU_SITE := /tmp/dvla-site
+GPU_WHEELS := mujoco==4.0.0 mujoco-core==4.0.0 glfw==2.11.0 PyOpenGL==3.1.10 gymnasium==1.4.0 \
+	Farama-Notifications==0.0.6 mpich==5.0.2 mpi4py==4.1.2
+gpu-check:
+	@test -n "$(OUT)" || { echo "usage: make gpu-check OUT=dir"; exit 2; }
+	if [ -d .whl ]; then python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+		--upgrade --target $(GPU_SITE) .whl/*.whl; fi
+	PATH=$(GPU_SITE)/bin:$$PATH PYTHONPATH=$(GPU_SITE):$(CURDIR) MUJOCO_GL=egl PYTHONUNBUFFERED=1 \
+		python3 -m dvla_hpc.bench gpu_check --out $(OUT)
+
+gpu-wheels:
+	python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl $(GPU_WHEELS)

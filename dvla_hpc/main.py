@@ -16,6 +16,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: quickstart)")
     parser.add_argument("--out", help="run directory (same as run.out=DIR)")
     parser.add_argument("--resume", help="checkpoint file or run directory to resume (run.resume=...)")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the layout, roles, devices and memory plan, then exit without training")
+    parser.add_argument("--ranks", type=int, default=0,
+                        help="with --plan: plan for this many MPI ranks (default: this job's world size)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     return parser.parse_intermixed_args(argv)
 
@@ -40,19 +44,23 @@ def main(argv: list[str] | None = None) -> int:
         if world.Get_rank() == 0:
             print(f"config error: {err}", file=sys.stderr)
         return 2
+    if args.plan:
+        return print_plan(cfg, args.ranks or world.Get_size()) if world.Get_rank() == 0 else 0
     stop_request = StopRequest()
     stop_request.install()
 
-    from dvla_hpc.runtime.run_dir import prepare_run_dir, resolve_run_dir
+    from dvla_hpc.runtime.run_dir import resolve_run_dir
     run_dir = resolve_run_dir(cfg)
     if world.Get_size() == 1:
+        from dvla_hpc.memory.plan import PlanRefused
+        from dvla_hpc.runtime.devices import DeviceError
         from dvla_hpc.runtime.local_run import run_local
         try:
-            prepare_run_dir(cfg, run_dir)
-        except ConfigError as err:
-            print(f"config error: {err}", file=sys.stderr)
+            summary = run_local(cfg, run_dir, stop_request)
+        except (ConfigError, DeviceError, PlanRefused) as err:
+            kind = {ConfigError: "config", DeviceError: "device", PlanRefused: "memory"}[type(err)]
+            print(f"{kind} error: {err}", file=sys.stderr)
             return 2
-        summary = run_local(cfg, run_dir, stop_request)
     else:
         from dvla_hpc.runtime.mpi_run import run_mpi
         summary = run_mpi(cfg, run_dir, world, stop_request)
@@ -60,6 +68,18 @@ def main(argv: list[str] | None = None) -> int:
         write_summary(run_dir / "summary.json", summary)
         print(format_summary_table(summary))
         print(f"run directory: {run_dir}")
+    return 0
+
+
+def print_plan(cfg, ranks: int) -> int:
+    from dvla_hpc.runtime.devices import DeviceError
+    from dvla_hpc.runtime.plan_report import describe_plan
+    from dvla_hpc.runtime.topology import LayoutError
+    try:
+        print(describe_plan(cfg, ranks))
+    except (ConfigError, DeviceError, LayoutError) as err:
+        print(f"plan error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -10,6 +10,9 @@ BENCHMARKS = {
     "throughput": "lane costs alone, sync vs async runs of one config, and the performance model",
     "reacher": "Reacher-v5 from pixels: raw env limit, Sample Factory APPO and dvla_hpc side by side",
     "efficiency": "env steps sync and async need to reach a success threshold; RSS and allocations",
+    "memory_fit": "a preset learner's peak memory on its device against the memory plan",
+    "tree_bandwidth": "the weight tree over torch.distributed (NCCL/gloo): GB/s and byte identity",
+    "gpu_check": "the prepared GPU check (make gpu-check): GPU tests, quickstart, throughput, tree, memory",
 }
 
 
@@ -17,7 +20,7 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in BENCHMARKS:
         print("usage: python -m dvla_hpc.bench <benchmark> [options]\n", file=sys.stderr)
         for name, what in BENCHMARKS.items():
-            print(f"  {name:<11} {what}", file=sys.stderr)
+            print(f"  {name:<15} {what}", file=sys.stderr)
         return 2
     return importlib.import_module(f"dvla_hpc.bench.{argv[0]}").main(argv[1:])
 

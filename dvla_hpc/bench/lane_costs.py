@@ -8,7 +8,6 @@ workers) per env step. The model of ../shared/DESIGN.md then gives:
 """
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -17,13 +16,12 @@ import psutil
 import torch
 
 from dvla_hpc.config.schema import Config
-from dvla_hpc.lanes.infer import EpisodeAssembler, InferLane
-from dvla_hpc.lanes.lane import SlotQueue
-from dvla_hpc.learn.learner import GRPOLearner
+from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.memory.layouts import H, SlabKind, stamp
 from dvla_hpc.memory.slab_pool import SlabPool
-from dvla_hpc.memory.static_pool import DoubleBufferedWeights
+from dvla_hpc.runtime import assembly
 from dvla_hpc.runtime.blueprint import Blueprint, make_vector_env
+from dvla_hpc.runtime.devices import local_device
 
 
 @dataclass
@@ -86,18 +84,14 @@ def sample_cost(cfg: Config, seconds: float) -> LaneCost:
         env.close()
 
 
-def infer_cost(cfg: Config, bp: Blueprint, seconds: float) -> LaneCost:
+def infer_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device) -> LaneCost:
     """`InferLane.serve` on observation slabs of one half, episodes closing every max_episode_steps."""
-    stop, failed = threading.Event(), threading.Event()
     half = cfg.env.envs_per_sampler // 2
-    obs_pool, action_pool = SlabPool(bp.obs_layout, 2), SlabPool(bp.action_layout, 2)
-    episode_pool = SlabPool(bp.episode_layout, 2 * half)
-    action_q, episode_q = SlotQueue(2, "actions"), SlotQueue(2 * half, "episodes")
-    holder = DoubleBufferedWeights(bp.make_policy)
+    ports = assembly.infer_ports(bp, 1)
+    obs_pool, episode_pool = ports.obs_pool, ports.episode_pool
+    holder = assembly.weight_holder(bp, device, 0)
     holder.load_initial(torch.nn.utils.parameters_to_vector(bp.initial_policy().parameters()), 0)
-    lane = InferLane(holder, bp.instruction_tokens, bp.bins, obs_pool, SlotQueue(2, "observations"),
-                     action_pool, action_q, EpisodeAssembler(episode_pool, bp.spec.max_episode_steps),
-                     episode_q, 0, stop, failed)
+    [lane] = assembly.infer_lanes(bp, holder, ports, 0, assembly.Signals.new())
     rng = np.random.default_rng(0)
     step = 0
 
@@ -112,8 +106,8 @@ def infer_cost(cfg: Config, bp: Blueprint, seconds: float) -> LaneCost:
         obs["done"][:] = step > 0 and step % bp.spec.max_episode_steps == 0
         step += 1
         lane.serve(slot)
-        action_pool.release(action_q.get(0))
-        while (ep := episode_q.get(0)) is not None:
+        ports.action_pool.release(ports.action_out.get(0))
+        while (ep := ports.episode_out.get(0)) is not None:
             episode_pool.release(ep)
 
     for _ in range(3):
@@ -126,7 +120,7 @@ def infer_cost(cfg: Config, bp: Blueprint, seconds: float) -> LaneCost:
     return LaneCost(clock.wall / steps, clock.cpu / steps, steps)
 
 
-def learn_cost(cfg: Config, bp: Blueprint, seconds: float) -> LaneCost:
+def learn_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device) -> LaneCost:
     """`GRPOLearner.update` on full-length synthetic groups: seconds per env step trained."""
     learn = cfg.learn
     pool = SlabPool(bp.episode_layout, learn.groups_per_update * learn.group_size)
@@ -141,7 +135,7 @@ def learn_cost(cfg: Config, bp: Blueprint, seconds: float) -> LaneCost:
         view["reward"][:] = rng.uniform(0, 1, t)
     groups = [pool.slots[g * learn.group_size:(g + 1) * learn.group_size]
               for g in range(learn.groups_per_update)]
-    learner = GRPOLearner(learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, cfg.run.seed)
+    learner = assembly.build_learner(bp, device)
     learner.update(groups)
     steps = 0
     with CpuClock() as clock:
@@ -155,8 +149,10 @@ def learn_cost(cfg: Config, bp: Blueprint, seconds: float) -> LaneCost:
 def measure(cfg: Config, seconds: float = 10.0) -> dict[str, LaneCost]:
     torch.set_num_threads(cfg.run.torch_threads)
     bp = Blueprint.from_config(cfg)
-    return {"sample": sample_cost(cfg, seconds), "infer": infer_cost(cfg, bp, seconds),
-            "learn": learn_cost(cfg, bp, seconds)}
+    device = local_device(cfg.run.device)
+    DATA_PATH.configure(pin=device.type == "cuda")
+    return {"sample": sample_cost(cfg, seconds), "infer": infer_cost(cfg, bp, seconds, device),
+            "learn": learn_cost(cfg, bp, seconds, device)}
 
 
 def model_bounds(costs: dict[str, LaneCost], cores: int, parallelism: dict[str, int] | None = None) -> dict:

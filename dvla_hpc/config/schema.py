@@ -20,6 +20,10 @@ class RunConfig:
     stop_at_success: float = field(default=0.0, metadata=bounds(
         0.0, 1.0, doc="end the run once the last 100 episodes succeed at this rate; 0 = never"))
     out: str = field(default="", metadata=bounds(doc="run directory; empty = runs/<name>-<time>"))
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=bounds(
+        doc="where infer and learner ranks compute; auto = cuda when available (sim ranks: cpu always)"))
+    autocast_bf16: bool = field(default=True, metadata=bounds(
+        doc="forward passes under bf16 autocast where the device supports it"))
     torch_threads: int = field(default=1, metadata=bounds(1))
     progress_bar: bool = True
     metrics_every_s: float = field(default=5.0, metadata=bounds(0.1))
@@ -47,6 +51,9 @@ class EnvConfig:
 
 @dataclass
 class ModelConfig:
+    preset: Literal["tiny", "small", "base", "1b", "7b"] = field(default="tiny", metadata=bounds(
+        doc="size preset (model/presets.py): sets width, depth, heads, ff_mult, encoder_channels; "
+            "keys given explicitly win; tiny = these defaults"))
     encoder: Literal["film_keypoints", "conv"] = field(default="film_keypoints", metadata=bounds(
         doc="film_keypoints: pixel-level FiLM + keypoints; conv: strided conv stack (cheap)"))
     patch_size: int = field(default=8, metadata=bounds(
@@ -55,6 +62,7 @@ class ModelConfig:
     width: int = field(default=64, metadata=bounds(8))
     depth: int = field(default=2, metadata=bounds(1))
     heads: int = field(default=4, metadata=bounds(1))
+    ff_mult: int = field(default=2, metadata=bounds(1, doc="transformer feed-forward width = ff_mult * width"))
     action_bins: int = field(default=11, metadata=bounds(2, 1024))
     vocab_size: int = field(default=256, metadata=bounds(8))
     max_instruction_tokens: int = field(default=8, metadata=bounds(1))
@@ -62,7 +70,6 @@ class ModelConfig:
 
 @dataclass
 class LearnConfig:
-    algorithm: Literal["grpo"] = "grpo"
     advantage: Literal["outcome", "process"] = "outcome"
     gamma: float = field(default=1.0, metadata=bounds(0.0, 1.0, doc="discount of process advantages"))
     group_size: int = field(default=8, metadata=bounds(2))
@@ -75,6 +82,10 @@ class LearnConfig:
     max_grad_norm: float = field(default=1.0, metadata=bounds(0.0))
     max_policy_lag: int = field(default=4, metadata=bounds(0))
     publish_every: int = field(default=1, metadata=bounds(1))
+    allreduce_bucket_mib: float = field(default=25.0, metadata=bounds(
+        0.01, doc="data-parallel learners: gradient allreduce bucket size"))
+    check_replicas: bool = field(default=True, metadata=bounds(
+        doc="data-parallel learners: compare a checksum of every learner's weights after each update"))
 
 
 @dataclass
@@ -84,6 +95,13 @@ class LayoutConfig:
     ranks_per_node: int = field(default=0, metadata=bounds(0, doc="0 = detect; >0 emulates nodes"))
     nodes_per_switch: int = field(default=0, metadata=bounds(0, doc="0 = detect; >0 emulates switches"))
     broadcast_chunk_kib: int = field(default=256, metadata=bounds(1))
+
+
+@dataclass
+class PlanesConfig:
+    data_backend: Literal["auto", "mpi", "torch"] = field(default="auto", metadata=bounds(
+        doc="data plane between infer and learner ranks: mpi4py buffers, or torch.distributed "
+            "(NCCL for CUDA tensors, gloo for CPU tensors); auto = torch on cuda, else mpi"))
 
 
 @dataclass
@@ -106,5 +124,6 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     learn: LearnConfig = field(default_factory=LearnConfig)
     layout: LayoutConfig = field(default_factory=LayoutConfig)
+    planes: PlanesConfig = field(default_factory=PlanesConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

@@ -9,15 +9,18 @@ import torch
 from dvla_hpc.lanes.lane import Lane
 from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.memory.static_pool import DoubleBufferedWeights
+from dvla_hpc.planes.backoff import Backoff
 
 
 class WeightPublisher:
-    """Learner side of the static pool: an outgoing buffer the learner copies a version into.
-    The learner never waits: while a version is still travelling, a newer one is skipped and counted."""
+    """Learner side of the static pool: an outgoing buffer the learner copies a version into, on
+    the device the data plane carries it from. The learner never waits: while a version is still
+    travelling, a newer one is skipped and counted."""
 
-    def __init__(self, source: torch.Tensor):
+    def __init__(self, source: torch.Tensor, wire_device: torch.device | None = None):
         self.source = source
-        self.outgoing = DATA_PATH.zeros("weights/outgoing", tuple(source.shape), source.dtype)
+        self.outgoing = DATA_PATH.zeros("weights/outgoing", tuple(source.shape), source.dtype,
+                                        wire_device or source.device)
         self.version = -1
         self.skipped = 0
         self._pending = False
@@ -54,6 +57,9 @@ class PublishingLane(Lane):
         self.publisher = publisher
         self.latency_s: list[float] = []
 
+    def counters(self) -> dict[str, float]:
+        return {"versions": self.items}
+
     def loop(self) -> None:
         for version in self.each(self.publisher.take):
             t0 = time.perf_counter()
@@ -86,16 +92,16 @@ class LocalDistributeLane(PublishingLane):
 class TreeSendLane(PublishingLane):
     """MPI mode, learner root: each published version goes down the broadcast tree."""
 
-    def __init__(self, tree, publisher: WeightPublisher, announce, stop, failed):
+    def __init__(self, tree, publisher: WeightPublisher, stop, failed):
         super().__init__(publisher, stop, failed)
-        self.tree, self.announce = tree, announce
+        self.tree = tree
 
     def deliver(self, version: int) -> bool:
-        self.tree.start(version, self.publisher.outgoing.numpy())
-        self.announce(version)
+        self.tree.start(version, self.publisher.outgoing)
+        backoff = Backoff()
         while not self.tree.progress():
             with self.waiting():
-                time.sleep(2e-4)
+                backoff.idle()
         return True
 
     def close(self) -> None:
@@ -103,16 +109,22 @@ class TreeSendLane(PublishingLane):
 
 
 class TreeReceiveLane(Lane):
-    """MPI mode, weight holder: receives each version straight into the staging buffer
-    (forwarding chunks to its children on the way) and marks it ready for a swap."""
+    """MPI mode, weight holder: receives each version into the staging buffer (forwarding chunks
+    to its children on the way) and marks it ready for a swap. `wire` is a host buffer to receive
+    into when the data plane cannot reach the staging buffer's device (mpi4py and a GPU holder)."""
 
-    def __init__(self, tree, holder: DoubleBufferedWeights, stop, failed):
+    def __init__(self, tree, holder: DoubleBufferedWeights, stop, failed, wire: torch.Tensor | None = None):
         super().__init__("distribute", stop, failed)
-        self.tree, self.holder = tree, holder
+        self.tree, self.holder, self.wire = tree, holder, wire
+
+    def counters(self) -> dict[str, float]:
+        return {"versions": self.items}
 
     def loop(self) -> None:
         for staging in self.each(self.holder.staging_buffer):
-            self.tree.post_receive(staging.numpy())
+            target = staging if self.wire is None else self.wire
+            self.tree.post_receive(target)
+            backoff = Backoff()
             version = None
             while version is None:
                 version = self.tree.progress()
@@ -120,7 +132,9 @@ class TreeReceiveLane(Lane):
                     if self.stop.is_set() and not self.tree.in_flight:
                         return
                     with self.waiting():
-                        time.sleep(2e-4)
+                        backoff.idle()
+            if target is not staging:
+                staging.copy_(target)
             self.holder.mark_staged(version)
             self.items += 1
 

@@ -9,8 +9,9 @@ from dvla_hpc.lanes.lane import Lane, SlotQueue
 from dvla_hpc.memory.layouts import H, PARKED, SlabKind, stamp, validate
 from dvla_hpc.memory.slab_pool import SlabPool
 from dvla_hpc.memory.static_pool import DoubleBufferedWeights
+from dvla_hpc.lanes.batch_stager import BatchStager
 from dvla_hpc.model.tokens import ActionBins
-from dvla_hpc.model.vla import PolicyBatch
+from dvla_hpc.runtime.devices import autocast
 
 
 class EpisodeAssembler:
@@ -82,24 +83,28 @@ class EpisodeAssembler:
 
 
 class InferLane(Lane):
-    def __init__(self, weights: DoubleBufferedWeights, instruction_tokens: torch.Tensor, bins: ActionBins,
+    def __init__(self, weights: DoubleBufferedWeights, stager: BatchStager, bins: ActionBins,
                  obs_pool: SlabPool, obs_in: SlotQueue, action_pool: SlabPool, action_out: SlotQueue,
                  assembler: EpisodeAssembler, episode_out: SlotQueue, seed: int, stop, failed,
-                 name: str = "infer"):
+                 bf16: bool = False, name: str = "infer"):
         super().__init__(name, stop, failed)
         self.weights = weights
-        self.instruction_tokens = instruction_tokens
+        self.stager = stager
+        self.bf16 = bf16
         self.bins = bins
         self.obs_pool, self.obs_in = obs_pool, obs_in
         self.action_pool, self.action_out = action_pool, action_out
         self.assembler = assembler
         self.episode_out = episode_out
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator(weights.device).manual_seed(seed)
         self.max_envs = obs_pool.layout.fields["env_ids"].shape[0]
         self.swaps = 0
         self.episodes = 0
         self.base_version = -1  # the version that served round 0
         self.held: list[int] = []  # observation slots waiting for newer weights
+
+    def counters(self) -> dict[str, float]:
+        return {"weight_swaps": self.swaps, "episodes": self.episodes}
 
     def loop(self) -> None:
         while not self.stop.is_set():
@@ -139,11 +144,9 @@ class InferLane(Lane):
         model, version = policy
         sampler, half, n = (int(obs["header"][w]) for w in (H.SAMPLER, H.HALF, H.COUNT))
         self.episodes += self.assembler.close_finished(sampler, obs, self.episode_out, self.stop)
-        batch = PolicyBatch(
-            images=torch.from_numpy(obs["image"][:n]),
-            proprio=torch.from_numpy(obs["proprio"][:n]),
-            instruction_tokens=self.instruction_tokens[torch.from_numpy(obs["task"][:n]).long()])
-        tokens, logp = model.act(batch, self.generator)
+        with autocast(self.weights.device, self.bf16):
+            tokens, logp = model.act(self.stager.stage(obs, n), self.generator)
+        tokens, logp = tokens.cpu(), logp.cpu()  # no-ops on the CPU; small device-to-host copies on a GPU
         actions = self.bins.to_actions(tokens)
         out = self.acquire_slot(self.action_pool)
         if out is None:

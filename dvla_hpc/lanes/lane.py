@@ -8,6 +8,8 @@ import traceback
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
+from dvla_hpc.runtime.reports import LaneReport
+
 T = TypeVar("T")
 
 
@@ -98,9 +100,13 @@ class Lane(threading.Thread):
     def close(self) -> None:
         """Release what the lane owns; runs on the lane's thread after the loop ends."""
 
-    def shares(self) -> dict:
+    def counters(self) -> dict[str, float]:
+        """The lane's own counters, named as runtime/reports.py lays them out."""
+        return {}
+
+    def report(self) -> LaneReport:
         end = self.finished_at or time.perf_counter()
         total = max(end - self.started_at, 1e-9) if self.started_at else 1e-9
         wait = min(self.wait_s, total)
-        return {"busy": round((total - wait) / total, 4), "waiting": round(wait / total, 4),
-                "items": self.items, "seconds": round(total, 3)}
+        return LaneReport(self.name, round((total - wait) / total, 4), round(wait / total, 4),
+                          self.items, round(total, 3), self.counters())

@@ -5,10 +5,13 @@ import time
 from collections import defaultdict
 from typing import Callable
 
+from dvla_hpc.config.schema import LearnConfig
 from dvla_hpc.learn.learner import GRPOLearner
 from dvla_hpc.lanes.lane import Lane, SlotQueue
-from dvla_hpc.memory.layouts import H, SlabKind, validate
+from dvla_hpc.memory.layouts import H
 from dvla_hpc.memory.slab_pool import SlabPool
+
+ADMISSIONS = ("env_steps", "episodes", "failed_episodes", "successes")
 
 
 class RunProgress:
@@ -25,6 +28,15 @@ class RunProgress:
         self.lag_sum = 0.0
         self.last_update: dict = {}
 
+    def add_others(self, admitted: dict) -> None:
+        """Episodes the other learner replicas admitted (their outcomes arrive as counts)."""
+        self.env_steps += int(admitted["env_steps"])
+        self.episodes += int(admitted["episodes"])
+        self.failed_episodes += int(admitted["failed_episodes"])
+        succeeded = int(admitted["successes"])
+        finished = int(admitted["episodes"] - admitted["failed_episodes"])
+        self.successes.extend([True] * succeeded + [False] * (finished - succeeded))
+
     def resume_from(self, counters: dict) -> None:
         """Continue the step budget of a resumed run (success history starts afresh)."""
         self.env_steps = int(counters.get("env_steps", 0))
@@ -40,61 +52,90 @@ class RunProgress:
 
 
 class LearnLane(Lane):
+    """One learner replica's gradient lane. Each replica trains on its own share of the groups
+    (`groups_per_update` / replicas), agreeing with the others before every update; the root's
+    progress counts the whole replica group. `publish` and `checkpoint` are the root's (None on
+    the other replicas)."""
+
     def __init__(self, learner: GRPOLearner, episode_pool: SlabPool, episode_in: SlotQueue,
-                 publish: Callable[[int], None], retire: Callable[[int], None],
-                 log_metrics: Callable[[dict], None], group_size: int, groups_per_update: int,
-                 publish_every: int, stop, failed, name: str = "learn"):
-        super().__init__(name, stop, failed)
+                 publish: Callable[[int], None] | None, retire: Callable[[int], None],
+                 log_metrics: Callable[[dict], None], cfg: LearnConfig, stop, failed,
+                 checkpoint: Callable[[], None] | None = None, checkpoint_every: int = 0):
+        super().__init__("learn", stop, failed)
         self.learner = learner
+        self.replicas = learner.replicas
         self.pool, self.episode_in = episode_pool, episode_in
         self.publish, self.retire, self.log_metrics = publish, retire, log_metrics
-        self.group_size, self.groups_per_update = group_size, groups_per_update
-        self.publish_every = publish_every
+        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.group_size, self.publish_every = cfg.group_size, cfg.publish_every
+        self.groups_per_update = cfg.groups_per_update // self.replicas.size
         self.progress = RunProgress()
+        self.admitted = dict.fromkeys(ADMISSIONS, 0)  # since the last agreement
         self.forming: dict[int, list[int]] = defaultdict(list)
         self.complete: list[list[int]] = []
+        self.left_group = False
         self.started = time.perf_counter()
 
     def loop(self) -> None:
-        self.publish(self.learner.version)
+        if self.publish is not None:
+            self.publish(self.learner.version)
         for slot in self.each(self.episode_in.get):
             self.admit(slot)
             if len(self.complete) >= self.groups_per_update:
-                self.train(self.complete[: self.groups_per_update])
+                groups = self.complete[: self.groups_per_update]
                 del self.complete[: self.groups_per_update]
+                if not self.train(groups):
+                    return
+        if self.replicas.size > 1 and not self.left_group:
+            self.replicas.agree(True, 0, {**self.admitted, "samples": 0, "dropped_stale": 0, "lag_sum": 0})
 
     def admit(self, slot: int) -> None:
         ep = self.pool.slots[slot]
-        validate(ep["header"], SlabKind.EPISODE, ep["reward"].shape[0], "learn lane")
         p = self.progress
-        p.env_steps += int(ep["header"][H.COUNT])
+        steps, failed, success = int(ep["header"][H.COUNT]), bool(ep["header"][H.FAILED]), bool(ep["header"][H.SUCCESS])
+        p.env_steps += steps
         p.episodes += 1
-        if ep["header"][H.FAILED]:
+        if failed:
             p.failed_episodes += 1
         else:
-            p.successes.append(bool(ep["header"][H.SUCCESS]))
+            p.successes.append(success)
+        for name, value in zip(ADMISSIONS, (steps, 1, int(failed), int(success and not failed))):
+            self.admitted[name] += value
         members = self.forming[int(ep["header"][H.GROUP])]
         members.append(slot)
         if len(members) == self.group_size:
             self.complete.append(members)
             del self.forming[int(ep["header"][H.GROUP])]
 
-    def train(self, groups: list[list[int]]) -> None:
-        stats = self.learner.update([[self.pool.slots[s] for s in g] for g in groups])
+    def train(self, groups: list[list[int]]) -> bool:
+        """One update; False once the replicas agreed to stop."""
+        loaded = self.learner.load([[self.pool.slots[s] for s in g] for g in groups])
+        agreed = self.replicas.agree(self.stop.is_set(), loaded.samples,
+                                     {**self.admitted, "samples": loaded.samples,
+                                      "dropped_stale": loaded.dropped_stale, "lag_sum": loaded.lag_sum})
+        self.progress.add_others({k: agreed.totals[k] - self.admitted[k] for k in ADMISSIONS})
+        self.admitted = dict.fromkeys(ADMISSIONS, 0)
+        stats = None if agreed.stop else self.learner.optimize(loaded, agreed)
         for group in groups:
             for slot in group:
                 self.retire(slot)
+        if agreed.stop:
+            self.left_group = True
+            return False
         if stats is None:
-            return
+            return True
         p = self.progress
         p.updates += 1
-        p.samples_trained += stats.samples
-        p.dropped_stale += stats.dropped_stale
-        p.lag_sum += stats.lag_mean * stats.samples
+        p.samples_trained += int(agreed.totals["samples"])
+        p.dropped_stale += int(agreed.totals["dropped_stale"])
+        p.lag_sum += agreed.totals["lag_sum"]
         self.items += 1
         p.last_update = {"version": self.learner.version, **vars(stats)}
-        if self.learner.version % self.publish_every == 0:
+        if self.publish is not None and self.learner.version % self.publish_every == 0:
             self.publish(self.learner.version)
+        if self.checkpoint is not None and self.checkpoint_every and p.updates % self.checkpoint_every == 0:
+            self.checkpoint()
         self.log_metrics({"kind": "update", "t": round(time.perf_counter() - self.started, 3),
                           "env_steps": p.env_steps, "episodes": p.episodes,
                           "success_recent": round(p.recent_success(), 4), **p.last_update})
+        return True

@@ -52,6 +52,9 @@ class RecordLane(Lane):
         self.items += 1
         self.pool.release(slot)
 
+    def counters(self) -> dict[str, float]:
+        return {"written": self.written}
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

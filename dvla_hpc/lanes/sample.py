@@ -36,6 +36,14 @@ class GroupSchedule:
         return group, seed
 
 
+def learner_for_group(group: int, learners: int) -> int:
+    """The learner replica that trains a group: a sampler's consecutive groups go round-robin
+    over the replicas, starting at a different replica for each sampler, so each replica gets an
+    even share and a group never splits."""
+    sampler, index = divmod(group, GROUP_KEY_STRIDE)
+    return (sampler + index) % learners
+
+
 class EpisodeBudget:
     """Episodes a sampler may start per round: None = unlimited (async: one endless round)."""
 
@@ -143,6 +151,10 @@ class SampleLane(Lane):
         self.has_next[i] = self.budget.take()
         if self.has_next[i]:
             self.next_group[i], self.next_seed[i] = self.schedule.next()
+
+    def counters(self) -> dict[str, float]:
+        restarts = self.env.worker_restarts if self.env is not None else self.worker_restarts
+        return {"env_steps": self.env_steps, "worker_restarts": restarts}
 
     def close(self) -> None:
         if self.env is not None:

@@ -1,8 +1,9 @@
 """The learner's share of the dynamic pool: one update's samples and one minibatch, preallocated.
 
-`load` copies each admitted episode's steps out of its episode slot (so the slot can go back to the
-pool while the update trains); `minibatch` gathers sample rows with `index_select(out=...)`.
-Neither allocates a data buffer, whatever the update or minibatch size."""
+`load` copies each admitted episode's steps out of its episode slot into the arena, which lives on
+the learner's device (a host-to-device copy from pinned slabs on a GPU); `minibatch` gathers
+sample rows with `index_select(out=...)`. Neither allocates a data buffer, whatever the update or
+minibatch size."""
 from __future__ import annotations
 
 import torch
@@ -14,23 +15,29 @@ from dvla_hpc.model.vla import PolicyBatch
 
 
 class TrainingArena:
-    def __init__(self, spec: EnvSpec, max_episodes: int, minibatch_size: int, instruction_tokens: torch.Tensor):
+    def __init__(self, spec: EnvSpec, max_episodes: int, minibatch_size: int, instruction_tokens: torch.Tensor,
+                 device: torch.device = torch.device("cpu")):
         t, a = spec.max_episode_steps, spec.action_dim
         rows, mb = max_episodes * t, minibatch_size
         self.steps_per_episode = t
         self.max_episodes = max_episodes
-        self.instruction_tokens = instruction_tokens
-        self.images = DATA_PATH.zeros("arena/images", (rows, *spec.image_shape), torch.uint8)
-        self.proprio = DATA_PATH.zeros("arena/proprio", (rows, spec.proprio_dim), torch.float32)
-        self.tokens = DATA_PATH.zeros("arena/tokens", (rows, a), torch.int64)
-        self.logp = DATA_PATH.zeros("arena/logp", (rows, a), torch.float32)
-        self.tasks = DATA_PATH.zeros("arena/tasks", (rows,), torch.int64)
-        self.mb_images = DATA_PATH.zeros("arena/mb_images", (mb, *spec.image_shape), torch.uint8)
-        self.mb_proprio = DATA_PATH.zeros("arena/mb_proprio", (mb, spec.proprio_dim), torch.float32)
-        self.mb_tokens = DATA_PATH.zeros("arena/mb_tokens", (mb, a), torch.int64)
-        self.mb_logp = DATA_PATH.zeros("arena/mb_logp", (mb, a), torch.float32)
-        self.mb_tasks = DATA_PATH.zeros("arena/mb_tasks", (mb,), torch.int64)
-        self.mb_words = DATA_PATH.zeros("arena/mb_words", (mb, instruction_tokens.shape[1]), torch.int64)
+        self.instruction_tokens = instruction_tokens.to(device)
+
+        def zeros(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+            return DATA_PATH.zeros(name, shape, dtype, device)
+
+        self.images = zeros("arena/images", (rows, *spec.image_shape), torch.uint8)
+        self.proprio = zeros("arena/proprio", (rows, spec.proprio_dim), torch.float32)
+        self.tokens = zeros("arena/tokens", (rows, a), torch.int64)
+        self.logp = zeros("arena/logp", (rows, a), torch.float32)
+        self.tasks = zeros("arena/tasks", (rows,), torch.int64)
+        self.mb_images = zeros("arena/mb_images", (mb, *spec.image_shape), torch.uint8)
+        self.mb_proprio = zeros("arena/mb_proprio", (mb, spec.proprio_dim), torch.float32)
+        self.mb_tokens = zeros("arena/mb_tokens", (mb, a), torch.int64)
+        self.mb_logp = zeros("arena/mb_logp", (mb, a), torch.float32)
+        self.mb_tasks = zeros("arena/mb_tasks", (mb,), torch.int64)
+        self.mb_words = zeros("arena/mb_words", (mb, instruction_tokens.shape[1]), torch.int64)
+        self.steps = {"image": self.images, "proprio": self.proprio, "tokens": self.tokens, "logp": self.logp}
         self.episodes = 0
 
     def clear(self) -> None:
@@ -41,10 +48,8 @@ class TrainingArena:
         if self.episodes == self.max_episodes:
             raise RuntimeError(f"training arena holds {self.max_episodes} episodes; the update has more")
         t, row = int(ep["header"][H.COUNT]), self.episodes * self.steps_per_episode
-        self.images[row: row + t].numpy()[:] = ep["image"][:t]
-        self.proprio[row: row + t].numpy()[:] = ep["proprio"][:t]
-        self.tokens[row: row + t].numpy()[:] = ep["tokens"][:t]
-        self.logp[row: row + t].numpy()[:] = ep["logp"][:t]
+        for name in ("image", "proprio", "tokens", "logp"):
+            self.steps[name][row: row + t].copy_(torch.from_numpy(ep[name][:t]), non_blocking=True)
         self.tasks[row: row + t] = int(ep["header"][H.TASK])
         self.episodes += 1
         return row

@@ -1,4 +1,9 @@
-"""Turns complete GRPO groups of episode slabs into clipped-ratio updates of the policy."""
+"""Turns complete GRPO groups of episode slabs into clipped-ratio updates of the policy.
+
+An update has two halves with an agreement between them (learn/replicas.py): `load` copies the
+groups' fresh steps into the training arena, the replicas agree on stopping and on the step
+count, and `optimize` takes that many minibatch steps, averaging the flat gradient buffer across
+replicas before each optimiser step. One learner is a replica group of one."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,10 +14,21 @@ from dvla_hpc.config.schema import LearnConfig
 from dvla_hpc.envs.protocol import EnvSpec
 from dvla_hpc.learn.batch_arena import TrainingArena
 from dvla_hpc.learn.grpo import clipped_token_loss, outcome_advantages, process_advantages
+from dvla_hpc.learn.replicas import Agreement, LearnerReplicas
 from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.memory.layouts import H
-from dvla_hpc.memory.static_pool import flatten_parameters
+from dvla_hpc.memory.static_pool import flatten_gradients, flatten_parameters
 from dvla_hpc.model.vla import VLAPolicy
+from dvla_hpc.runtime.devices import autocast
+
+STAT_KEYS = ("loss", "entropy", "clip_fraction", "approx_kl")
+
+
+@dataclass
+class LoadedUpdate:
+    samples: int
+    dropped_stale: int
+    lag_sum: int
 
 
 @dataclass
@@ -28,23 +44,35 @@ class UpdateStats:
 
 class GRPOLearner:
     def __init__(self, cfg: LearnConfig, model: VLAPolicy, instruction_tokens: torch.Tensor,
-                 spec: EnvSpec, seed: int):
+                 spec: EnvSpec, seed: int, device: torch.device = torch.device("cpu"),
+                 bf16: bool = False, replicas: LearnerReplicas | None = None):
         self.cfg = cfg
-        self.model = model.train()
-        self.flat = flatten_parameters(model)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        self.device, self.bf16 = device, bf16
+        self.model = model.to(device).train()
+        self.flat = flatten_parameters(self.model)
+        self.flat_grad = flatten_gradients(self.model, self.flat)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        self.replicas = replicas or LearnerReplicas()
         self.version = 0
         self.generator = torch.Generator().manual_seed(seed)
         episodes = cfg.groups_per_update * cfg.group_size
-        self.arena = TrainingArena(spec, episodes, cfg.minibatch_size, instruction_tokens)
+        self.arena = TrainingArena(spec, episodes, cfg.minibatch_size, instruction_tokens, device)
         capacity = episodes * spec.max_episode_steps
-        self.rows = DATA_PATH.zeros("arena/rows", (capacity,), torch.int64)
-        self.advantages = DATA_PATH.zeros("arena/advantages", (capacity,), torch.float32)
-        self.mb_rows = DATA_PATH.zeros("arena/mb_rows", (cfg.minibatch_size,), torch.int64)
-        self.mb_advantages = DATA_PATH.zeros("arena/mb_advantages", (cfg.minibatch_size,), torch.float32)
+        self.rows = DATA_PATH.zeros("arena/rows", (capacity,), torch.int64, device)
+        self.advantages = DATA_PATH.zeros("arena/advantages", (capacity,), torch.float32, device)
+        self.mb_rows = DATA_PATH.zeros("arena/mb_rows", (cfg.minibatch_size,), torch.int64, device)
+        self.mb_advantages = DATA_PATH.zeros("arena/mb_advantages", (cfg.minibatch_size,), torch.float32, device)
 
     def update(self, groups: list[list[dict]]) -> UpdateStats | None:
-        """groups: lists of episode slab views (each a dict of numpy arrays)."""
+        """Load, agree and optimise in one call (a learner that reports no counts of its own)."""
+        loaded = self.load(groups)
+        counts = {"env_steps": 0, "episodes": 0, "failed_episodes": 0, "successes": 0,
+                  "samples": loaded.samples, "dropped_stale": loaded.dropped_stale, "lag_sum": loaded.lag_sum}
+        return self.optimize(loaded, self.replicas.agree(False, loaded.samples, counts))
+
+    def load(self, groups: list[list[dict]]) -> LoadedUpdate:
+        """groups: lists of episode slab views (each a dict of numpy arrays). Copies the steps that
+        are fresh enough (lag <= max_policy_lag) into the arena, with their advantages."""
         n, dropped, lag_sum = 0, 0, 0
         self.arena.clear()
         for group in groups:
@@ -63,11 +91,7 @@ class GRPOLearner:
                 self.advantages[n: n + k] = adv[fresh]
                 lag_sum += int(lag[fresh].sum())
                 n += k
-        if n == 0:
-            return None
-        stats = self.optimize(n)
-        self.version += 1
-        return UpdateStats(samples=n, dropped_stale=dropped, lag_mean=lag_sum / n, **stats)
+        return LoadedUpdate(n, dropped, lag_sum)
 
     def group_advantages(self, group: list[dict]) -> list[torch.Tensor]:
         rewards = [torch.from_numpy(ep["reward"][: int(ep["header"][H.COUNT])]) for ep in group]
@@ -76,26 +100,47 @@ class GRPOLearner:
         per_episode = outcome_advantages([float(r.sum()) for r in rewards])
         return [torch.full_like(r, a) for r, a in zip(rewards, per_episode)]
 
-    def optimize(self, n: int) -> dict:
-        totals = {"loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0, "approx_kl": 0.0}
+    def optimize(self, loaded: LoadedUpdate, agreed: Agreement) -> UpdateStats | None:
+        """`epochs` passes of minibatch steps over the group's largest sample count: a replica
+        with fewer samples cycles through its own, one without any contributes zero gradients."""
+        if agreed.max_samples == 0:
+            return None
+        n, mb = loaded.samples, self.cfg.minibatch_size
+        totals = dict.fromkeys(STAT_KEYS, 0.0)
         steps = 0
-        mb = self.cfg.minibatch_size
         for _ in range(self.cfg.epochs):
-            order = torch.randperm(n, generator=self.generator)
-            for start in range(0, n, mb):
-                idx = order[start: start + mb]
-                k = len(idx)
-                rows = torch.index_select(self.rows, 0, idx, out=self.mb_rows[:k])
-                advantages = torch.index_select(self.advantages, 0, idx, out=self.mb_advantages[:k])
-                batch, tokens, logp = self.arena.minibatch(rows)
-                loss, info = clipped_token_loss(self.model(batch), tokens, logp, advantages,
-                                                self.cfg.clip_ratio, self.cfg.entropy_coef)
-                self.optimizer.zero_grad(set_to_none=False)
-                loss.backward()
+            order = torch.randperm(n, generator=self.generator).to(self.device) if n else None
+            for start in range(0, agreed.max_samples, mb):
+                k = min(mb, agreed.max_samples - start)
+                self.flat_grad.zero_()
+                if order is not None:
+                    info = self.backward(self.minibatch_indices(order, start, k))
+                    for key in STAT_KEYS:
+                        totals[key] += info[key]
+                    steps += 1
+                self.replicas.average_gradients(self.flat_grad, agreed.contributors)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
                 self.optimizer.step()
-                totals["loss"] += loss.item()
-                for key in ("entropy", "clip_fraction", "approx_kl"):
-                    totals[key] += info[key]
-                steps += 1
-        return {k: v / steps for k, v in totals.items()}
+        self.version += 1
+        self.replicas.check_identical(self.flat, self.version)
+        return UpdateStats(samples=n, dropped_stale=loaded.dropped_stale,
+                           lag_mean=loaded.lag_sum / n if n else 0.0,
+                           **{k: v / max(steps, 1) for k, v in totals.items()})
+
+    def minibatch_indices(self, order: torch.Tensor, start: int, k: int) -> torch.Tensor:
+        n = len(order)
+        if start + k <= n:
+            return order[start: start + k]
+        return order[torch.arange(start, start + k, device=order.device) % n]
+
+    def backward(self, idx: torch.Tensor) -> dict:
+        k = len(idx)
+        rows = torch.index_select(self.rows, 0, idx, out=self.mb_rows[:k])
+        advantages = torch.index_select(self.advantages, 0, idx, out=self.mb_advantages[:k])
+        batch, tokens, logp = self.arena.minibatch(rows)
+        with autocast(self.device, self.bf16):
+            logits = self.model(batch)
+        loss, info = clipped_token_loss(logits, tokens, logp, advantages,
+                                        self.cfg.clip_ratio, self.cfg.entropy_coef)
+        loss.backward()
+        return {"loss": loss.item(), **info}

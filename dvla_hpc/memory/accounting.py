@@ -5,8 +5,8 @@ buffers, receive scratch) is requested here. Requests are expected while the run
 the first update has been trained the process is `seal`ed, and any request after that is a
 steady-state allocation on the data path, counted and named in the run summary (the target is 0).
 Compute temporaries (activations, gradients) are not data-path buffers and are not counted; the
-RSS track in the summary covers them. Buffers are pinned where an accelerator exists (pinning
-raises without one)."""
+RSS track in the summary covers them. Host buffers are pinned on ranks that feed a GPU (pinning
+raises without one); buffers placed on a GPU are counted apart, with torch's peak allocation."""
 from __future__ import annotations
 
 import statistics
@@ -20,19 +20,31 @@ from dvla_hpc.memory.heap import release_free_heap
 
 class DataPathMemory:
     def __init__(self) -> None:
-        self.pin = torch.cuda.is_available()
+        self.pin = False
         self.bytes = 0
+        self.device_bytes = 0
         self.buffers = 0
         self.sealed = False
         self.after_warmup: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def zeros(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-        buffer = torch.zeros(shape, dtype=dtype)
-        if self.pin:
+    def configure(self, pin: bool) -> None:
+        """Pin host buffers (a rank that copies them to a GPU); never on CPU-only ranks, where
+        pinning raises and would create a CUDA context."""
+        self.pin = pin
+
+    def zeros(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
+              device: torch.device | None = None) -> torch.Tensor:
+        on_device = device is not None and device.type != "cpu"
+        buffer = torch.zeros(shape, dtype=dtype, device=device if on_device else None)
+        if self.pin and not on_device:
             buffer = buffer.pin_memory()
         with self._lock:
-            self.bytes += buffer.numel() * buffer.element_size()
+            nbytes = buffer.numel() * buffer.element_size()
+            if on_device:
+                self.device_bytes += nbytes
+            else:
+                self.bytes += nbytes
             self.buffers += 1
             if self.sealed:
                 self.after_warmup[name] = self.after_warmup.get(name, 0) + 1
@@ -43,8 +55,17 @@ class DataPathMemory:
 
     def report(self) -> dict:
         return {"data_path_buffers": self.buffers, "data_path_mib": round(self.bytes / 2**20, 2),
+                "device_data_path_mib": round(self.device_bytes / 2**20, 2),
+                "device_peak_mib": device_peak_mib(),
                 "pinned": self.pin, "allocations_after_warmup": sum(self.after_warmup.values()),
                 "allocated_after_warmup_by": dict(self.after_warmup)}
+
+
+def device_peak_mib() -> float:
+    """torch's peak allocation on this process's GPU (its high-water mark); -1 without one."""
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return -1.0
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
 
 DATA_PATH = DataPathMemory()

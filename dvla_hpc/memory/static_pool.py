@@ -15,10 +15,11 @@ def flatten_parameters(model: nn.Module) -> torch.Tensor:
     params = list(model.parameters())
     if any(p.dtype != torch.float32 for p in params):
         raise TypeError("flatten_parameters expects float32 parameters")
-    if params[0].device.type != "cpu":
-        raise ValueError("flatten_parameters builds the host-side static pool; move the model to cpu")
+    device = params[0].device
+    if any(p.device != device for p in params):
+        raise ValueError("flatten_parameters expects every parameter on one device")
     total = sum(p.numel() for p in params)
-    flat = DATA_PATH.zeros("weights", (total,), torch.float32)
+    flat = DATA_PATH.zeros("weights", (total,), torch.float32, device)
     offset = 0
     for p in params:
         n = p.numel()
@@ -29,12 +30,27 @@ def flatten_parameters(model: nn.Module) -> torch.Tensor:
     return flat
 
 
+def flatten_gradients(model: nn.Module, flat: torch.Tensor) -> torch.Tensor:
+    """Give every parameter a `.grad` that is a view into one buffer shaped like `flat` (the
+    parameters must already be views of `flat`, in order): backward accumulates into it in place,
+    so data-parallel learners allreduce one contiguous buffer."""
+    grad = DATA_PATH.zeros("gradients", tuple(flat.shape), flat.dtype, flat.device)
+    offset = 0
+    for p in model.parameters():
+        n = p.numel()
+        p.grad = grad[offset: offset + n].view_as(p)
+        offset += n
+    return grad
+
+
 class DoubleBufferedWeights:
-    """Two model copies over two flat buffers. The distributor fills the staging copy;
+    """Two model copies over two flat buffers on `device`. The distributor fills the staging copy;
     the inference lane swaps to it between batches (a pointer swap, never a copy on its path)."""
 
-    def __init__(self, make_model: Callable[[], nn.Module], initial_version: int = 0):
-        self.models = [make_model().eval(), make_model().eval()]
+    def __init__(self, make_model: Callable[[], nn.Module], initial_version: int = 0,
+                 device: torch.device = torch.device("cpu")):
+        self.device = device
+        self.models = [make_model().to(device).eval(), make_model().to(device).eval()]
         for m in self.models:
             m.requires_grad_(False)
         self.buffers = [flatten_parameters(m) for m in self.models]

@@ -18,9 +18,9 @@ class Kind(IntEnum):
     HEARTBEAT = 1
     STOP = 2  # learner -> everyone: finish now
     STOP_REQUEST = 3  # any rank -> learner: a signal arrived here
-    WEIGHTS = 4  # learner -> weight holders: a version is on its way down the tree
-    METRICS = 5  # any rank -> learner: lane statistics (values hold the numbers)
-    FINISHED = 6  # any rank -> learner: lanes joined, final metrics sent
+    LANE_REPORT = 5  # any rank -> learner: one lane's shares and counters (runtime/reports.py)
+    FINISHED = 6  # any rank -> learner: lanes joined, final reports sent
+    RANK_REPORT = 7  # any rank -> learner: the rank's telemetry (runtime/reports.py)
 
 
 MESSAGE = np.dtype([

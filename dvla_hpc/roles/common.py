@@ -1,24 +1,25 @@
-"""What every MPI rank shares: tags, the control loop, heartbeats and the finish handshake."""
+"""What every MPI rank shares: tags, its context, heartbeats, and the finish handshake."""
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+
+import torch
 
 from dvla_hpc.config.schema import Config
 from dvla_hpc.lanes.lane import Lane
 from dvla_hpc.memory.heap import release_free_heap
+from dvla_hpc.output.telemetry import Telemetry
 from dvla_hpc.planes.control import ControlPlane, Kind, Message
 from dvla_hpc.planes.data_pump import DataPump
 from dvla_hpc.runtime.blueprint import Blueprint
+from dvla_hpc.runtime.reports import heartbeat_message, rank_report
 from dvla_hpc.runtime.signals import StopRequest
 from dvla_hpc.runtime.topology import Communicators, RolePlan
 
 OBS_TAG, ACTION_TAG, EPISODE_TAG = 11, 12, 13
 HEARTBEAT_EVERY_S = 2.0
-LANE_IDS = {"sample": 0, "infer": 1, "learn": 2, "distribute": 3, "record": 4}
-LANE_NAMES = {v: k for k, v in LANE_IDS.items()}
 
 
 @dataclass
@@ -30,12 +31,21 @@ class RankContext:
     control: ControlPlane
     pump: DataPump
     stop_request: StopRequest
+    device: torch.device
+    data_backend: str  # "mpi" or "torch": what carries episodes and weights between infer and learner ranks
+    torch_plane: object | None  # planes.torch_plane.TorchPlane on infer and learner ranks of the torch backend
+    telemetry: Telemetry
+    devices: dict[str, str]  # per role, the devices its ranks compute on
     stop: threading.Event
     failed: threading.Event
 
     @property
     def rank(self) -> int:
         return self.comms.world.Get_rank()
+
+    @property
+    def role(self) -> str:
+        return self.plan.roles[self.rank]
 
 
 def raise_if_failed(lanes: list[Lane], failed: threading.Event) -> None:
@@ -45,18 +55,13 @@ def raise_if_failed(lanes: list[Lane], failed: threading.Event) -> None:
         raise RuntimeError(f"lane {broken.name if broken else '?'} failed:\n{text}")
 
 
-def lane_message(rank: int, lane: Lane, extra: tuple[float, ...] = ()) -> Message:
-    s = lane.shares()
-    return Message(Kind.METRICS, rank, topic=LANE_IDS[lane.name],
-                   values=(s["busy"], s["waiting"], s["items"], s["seconds"], *extra))
-
-
-def follow_until_stop(ctx: RankContext, lanes: list[Lane],
-                      extra: dict[str, Callable[[], tuple[float, ...]]]) -> None:
-    """A sim or infer rank: run until the learner says STOP, then join lanes and report."""
-    learner = ctx.plan.learner_root
+def follow_until_stop(ctx: RankContext, lanes: list[Lane]) -> None:
+    """A rank other than the learner root: run until the root says STOP, then join the lanes,
+    send each lane's report and the rank's report, and say FINISHED."""
+    root = ctx.plan.learner_root
     next_beat = 0.0
     asked = False
+    beats = 0
     while True:
         raise_if_failed(lanes, ctx.failed)
         if any(m.kind == Kind.STOP for m in ctx.control.poll()):
@@ -65,10 +70,11 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane],
             raise ctx.pump.error
         now = time.monotonic()
         if ctx.stop_request and not asked:
-            ctx.control.post(learner, Message(Kind.STOP_REQUEST, ctx.rank))
+            ctx.control.post(root, Message(Kind.STOP_REQUEST, ctx.rank))
             asked = True
         if now >= next_beat:
-            ctx.control.post(learner, Message(Kind.HEARTBEAT, ctx.rank))
+            ctx.control.post(root, heartbeat_message(ctx.rank, ctx.role, ctx.telemetry.sample()))
+            beats += 1
             release_free_heap()
             next_beat = now + HEARTBEAT_EVERY_S
         time.sleep(0.02)
@@ -77,7 +83,8 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane],
         lane.join(timeout=30)
     raise_if_failed(lanes, ctx.failed)
     for lane in lanes:
-        values = extra[lane.name]() if lane.name in extra else ()
-        ctx.control.post(learner, lane_message(ctx.rank, lane, values))
-    ctx.control.post(learner, Message(Kind.FINISHED, ctx.rank, payload_size=len(lanes)))
+        ctx.control.post(root, lane.report().to_message(ctx.rank))
+    ctx.control.post(root, rank_report(ctx.telemetry, beats).to_message(ctx.rank, ctx.role))
+    ctx.control.post(root, Message(Kind.FINISHED, ctx.rank, payload_size=len(lanes) + 1))
     ctx.pump.drain_and_stop(ctx.comms.data)
+

@@ -45,6 +45,19 @@ def episode_budget(cfg: Config, samplers: int) -> EpisodeBudget:
     return EpisodeBudget(learn.groups_per_update // samplers * learn.group_size)
 
 
+def check_learner_split(cfg: Config, samplers: int) -> None:
+    """Data-parallel learners each train `groups_per_update / learn_ranks` groups per update; in
+    sync mode each sampler's groups of a round split evenly over them too."""
+    k, groups = cfg.layout.learn_ranks, cfg.learn.groups_per_update
+    if groups % k:
+        raise ConfigError(f"learn.groups_per_update: {groups} groups cannot split evenly over "
+                          f"layout.learn_ranks={k} learners; make it a multiple of {k}")
+    if cfg.run.mode == "sync" and (groups // samplers) % k:
+        raise ConfigError(f"learn.groups_per_update: sync mode gives each of the {samplers} sim ranks "
+                          f"{groups // samplers} group(s) per round, which cannot split evenly over {k} "
+                          f"learners; make it a multiple of {samplers * k}")
+
+
 @dataclass
 class Blueprint:
     cfg: Config

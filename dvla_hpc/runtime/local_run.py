@@ -1,29 +1,28 @@
 """Single-process mode: all four lanes are threads of this process, linked by in-process queues."""
 from __future__ import annotations
 
-import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from dvla_hpc.config.schema import Config
 from dvla_hpc.lanes.distribute import LocalDistributeLane, WeightPublisher
-from dvla_hpc.lanes.infer import EpisodeAssembler, InferLane
-from dvla_hpc.lanes.lane import Lane, SlotQueue
-from dvla_hpc.lanes.learn import LearnLane
-from dvla_hpc.lanes.record import RecordLane
-from dvla_hpc.lanes.sample import GroupSchedule, SampleLane
-from dvla_hpc.learn.learner import GRPOLearner
-from dvla_hpc.memory.slab_pool import SlabPool
-from dvla_hpc.memory.static_pool import DoubleBufferedWeights
+from dvla_hpc.lanes.lane import Lane
+from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.output.metrics_log import MetricsLog
+from dvla_hpc.output.telemetry import Telemetry
 from dvla_hpc.output.trajectory_writer import TrajectoryWriter
-from dvla_hpc.runtime.blueprint import Blueprint, make_vector_env
-from dvla_hpc.runtime.report import build_summary, memory_report
-from dvla_hpc.runtime.supervise import supervise
-from dvla_hpc.runtime.run_dir import resume_learner, save_learner
+from dvla_hpc.runtime import assembly
+from dvla_hpc.runtime.blueprint import Blueprint
+from dvla_hpc.runtime.devices import local_device
+from dvla_hpc.runtime.memory_check import check_memory_plan
+from dvla_hpc.runtime.report import build_summary, memory_report, rank_summary
+from dvla_hpc.runtime.reports import merge_lane_reports, rank_report
+from dvla_hpc.runtime.run_dir import prepare_run_dir, resume_learner, save_learner
 from dvla_hpc.runtime.signals import StopRequest
+from dvla_hpc.runtime.supervise import supervise
 
 
 class LaneFailure(RuntimeError):
@@ -33,17 +32,17 @@ class LaneFailure(RuntimeError):
 def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
     torch.set_num_threads(cfg.run.torch_threads)
     bp = Blueprint.from_config(cfg)
-    stop, failed = threading.Event(), threading.Event()
-    obs_pool = SlabPool(bp.obs_layout, 3)
-    action_pool = SlabPool(bp.action_layout, 3)
-    episode_pool = SlabPool(bp.episode_layout, bp.learner_episode_slots(1) + bp.infer_episode_slots(1))
-    obs_q, action_q = SlotQueue(3, "observations"), SlotQueue(3, "actions")
-    episode_q = SlotQueue(episode_pool.count, "episodes")
-    retire_q = SlotQueue(episode_pool.count, "retired episodes")
+    device = local_device(cfg.run.device)
+    check_memory_plan(bp, "local", device, samplers=1)
+    prepare_run_dir(cfg, run_dir)
+    DATA_PATH.configure(pin=device.type == "cuda")
+    telemetry = Telemetry(device.index if device.type == "cuda" else None)
+    sig = assembly.Signals.new()
+    sim_ports, infer_ports, learn_ports = assembly.local_ports(bp)
 
-    learner = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, cfg.run.seed)
+    learner = assembly.build_learner(bp, device)
     resumed = resume_learner(learner, cfg.run.resume) if cfg.run.resume else {}
-    holder = DoubleBufferedWeights(bp.make_policy)
+    holder = assembly.weight_holder(bp, device, learner.version)
     holder.load_initial(learner.flat, learner.version)
     publisher = WeightPublisher(learner.flat)
     metrics = MetricsLog(run_dir / "metrics.jsonl")
@@ -53,40 +52,38 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
     lanes: list[Lane] = []
     started = time.perf_counter()
     try:
-        sample = SampleLane(0, lambda: make_vector_env(cfg), cfg.env.envs_per_sampler,
-                            GroupSchedule(cfg.run.seed, 0, cfg.learn.group_size), bp.episode_budget(1),
-                            obs_pool, obs_q, action_pool, action_q, stop, failed)
-        infer = InferLane(holder, bp.instruction_tokens, bp.bins, obs_pool, obs_q, action_pool, action_q,
-                          EpisodeAssembler(episode_pool, bp.spec.max_episode_steps), episode_q,
-                          cfg.run.seed + 1, stop, failed)
-        learn = LearnLane(learner, episode_pool, episode_q, publisher.publish,
-                          lambda slot: retire_q.put(slot, stop), metrics.log,
-                          cfg.learn.group_size, cfg.learn.groups_per_update, cfg.learn.publish_every,
-                          stop, failed)
-        learn.progress.resume_from(resumed)
-        distribute = LocalDistributeLane(publisher, holder, stop, failed)
-        record = RecordLane(writer, cfg.output.record_every, episode_pool, retire_q, cfg.env.name,
-                            bp.spec.instructions, stop, failed)
-        lanes = [sample, infer, learn, distribute, record]
+        learner_lanes = assembly.learn_lanes(
+            bp, learner, learn_ports, sig, metrics.log, writer, publisher.publish,
+            LocalDistributeLane(publisher, holder, sig.stop, sig.failed),
+            checkpoint=lambda: save_learner(learner, learner_lanes.learn.progress, run_dir))
+        learner_lanes.learn.progress.resume_from(resumed)
+        lanes = [*assembly.sim_lanes(bp, 0, 1, sim_ports, sig),
+                 *assembly.infer_lanes(bp, holder, infer_ports, cfg.run.seed + 1, sig),
+                 *learner_lanes.all]
         for lane in lanes:
             lane.start()
-        rss, reason = supervise(cfg, learn, lanes, metrics, started,
-                  keep_going=lambda: not failed.is_set() and not stop_request)
+        rss, reason = supervise(cfg, learner_lanes.learn, lanes, metrics, started,
+                                keep_going=lambda: not sig.failed.is_set() and not stop_request,
+                                telemetry=lambda: {"0": asdict(telemetry.sample())})
     finally:
-        stop.set()
+        sig.stop.set()
         for lane in lanes:
             lane.join(timeout=30)
         metrics.close()
     wall = time.perf_counter() - started
-    if failed.is_set():
+    if sig.failed.is_set():
         broken = next(lane for lane in lanes if lane.error is not None)
         raise LaneFailure(f"lane {broken.name} failed:\n{broken.error_text}")
-    ckpt = save_learner(learner, learn.progress, run_dir)
-    extra = {"mode": cfg.run.mode, "world_size": 1, "policy_version": learner.version,
-             "stopped_by": stop_request.signal_name or reason,
-             "versions_skipped": publisher.skipped, "weight_swaps": infer.swaps,
-             "worker_restarts": sample.worker_restarts, "trajectories_written": record.written,
-             "pools": {"observations": obs_pool.stats(), "actions": action_pool.stats(),
-                       "episodes": episode_pool.stats()},
-             "checkpoint": str(ckpt), "memory": memory_report(rss)}
-    return build_summary(learn.progress, wall, {lane.name: lane.shares() for lane in lanes}, extra)
+    ckpt = save_learner(learner, learner_lanes.learn.progress, run_dir)
+    summary = build_summary(
+        learner_lanes.learn.progress, wall, merge_lane_reports([lane.report() for lane in lanes]),
+        mode=cfg.run.mode, world_size=1, layout="1 process: every lane a thread",
+        stopped_by=stop_request.signal_name or reason, policy_version=learner.version,
+        versions_skipped=publisher.skipped, weight_bytes=int(learner.flat.numel() * 4), learners=1,
+        replica_checks=0, data_plane={"backend": "in-process", "mib_received": 0.0},
+        devices={"sim": "cpu", "infer": str(device), "learn": str(device)}, pools={"episodes": learn_ports.episode_pool.stats()},
+        checkpoint=str(ckpt), memory=memory_report(rss),
+        heartbeats={"received": 0, "ranks": 0, "max_silence_s": 0.0},
+        ranks=rank_summary([("local", rank_report(telemetry, heartbeats_sent=0))]), gpu=telemetry.gpu)
+    telemetry.close()
+    return summary

@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from dvla_hpc.lanes.learn import RunProgress
 from dvla_hpc.memory.accounting import DATA_PATH, RssTrack
+from dvla_hpc.runtime.reports import RankReport
 
 
 def window_rate(values: list[bool], first: bool) -> float:
@@ -18,7 +19,15 @@ def window_rate(values: list[bool], first: bool) -> float:
     return round(sum(part) / len(part), 4)
 
 
-def build_summary(progress: RunProgress, wall_seconds: float, lanes: dict, extra: dict) -> dict:
+def build_summary(progress: RunProgress, wall_seconds: float, lanes: dict, *, mode: str, world_size: int,
+                  layout: str, stopped_by: str, policy_version: int, versions_skipped: int,
+                  weight_bytes: int, learners: int, replica_checks: int, data_plane: dict, devices: dict,
+                  pools: dict, checkpoint: str, memory: dict, heartbeats: dict, ranks: dict,
+                  gpu: str) -> dict:
+    """summary.json: every key is a parameter, so both modes write the same keys."""
+    def counter(lane: str, name: str) -> int:
+        return int(lanes.get(lane, {}).get(name, 0))
+
     return {
         "env_steps": progress.env_steps,
         "wall_seconds": round(wall_seconds, 3),
@@ -32,8 +41,33 @@ def build_summary(progress: RunProgress, wall_seconds: float, lanes: dict, extra
         "samples_dropped_stale": progress.dropped_stale,
         "policy_lag_mean": round(progress.lag_mean, 4),
         "lanes": lanes,
-        **extra,
+        "mode": mode, "world_size": world_size, "layout": layout, "stopped_by": stopped_by,
+        "policy_version": policy_version, "versions_skipped": versions_skipped,
+        "weight_swaps": counter("infer", "weight_swaps"),
+        "worker_restarts": counter("sample", "worker_restarts"),
+        "trajectories_written": counter("record", "written"),
+        "weight_bytes": weight_bytes, "learners": learners, "replica_checks": replica_checks,
+        "data_plane": data_plane, "devices": devices, "pools": pools, "checkpoint": checkpoint,
+        "memory": memory, "heartbeats": heartbeats, "ranks": ranks, "gpu": gpu,
     }
+
+
+def rank_summary(reports: list[tuple[str, RankReport]]) -> dict:
+    """Per role: how many ranks, their mean CPU share, and the largest memory figures."""
+    out: dict[str, dict] = {}
+    for role in sorted({role for role, _ in reports}):
+        mine = [r for rr, r in reports if rr == role]
+        gpu = [r for r in mine if r.gpu_util_percent_mean >= 0]
+        out[role] = {
+            "ranks": len(mine),
+            "cpu_percent_mean": round(sum(r.cpu_percent_mean for r in mine) / len(mine), 1),
+            "rss_mib_max": round(max(r.rss_mib_max for r in mine), 1),
+            "gpu_util_percent_mean": round(sum(r.gpu_util_percent_mean for r in gpu) / len(gpu), 1) if gpu else None,
+            "gpu_mem_used_mib_max": round(max(r.gpu_mem_used_mib_max for r in gpu), 1) if gpu else None,
+            "device_peak_mib_max": max(r.device_peak_mib for r in mine),
+            "allocations_after_warmup": sum(r.allocations_after_warmup for r in mine),
+        }
+    return out
 
 
 class ProgressBar:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Callable
 
 from dvla_hpc.config.schema import Config
@@ -27,10 +28,11 @@ def stop_reason(cfg: Config, progress: RunProgress, elapsed: float) -> str | Non
 
 
 def supervise(cfg: Config, learn: LearnLane, lanes: list[Lane], metrics: MetricsLog, started: float,
-              keep_going: Callable[[], bool]) -> tuple[RssTrack, str]:
+              keep_going: Callable[[], bool], telemetry: Callable[[], dict]) -> tuple[RssTrack, str]:
     """Runs until the step budget, the wall-clock limit or the success target is reached, or
     `keep_going()` says no; returns the RSS track and that reason (logged as an "end" record).
-    The first trained update ends the warm-up: the data path is sealed and RSS growth counts from there."""
+    The first trained update ends the warm-up: the data path is sealed and RSS growth counts from there.
+    Each "lanes" metrics record carries `telemetry()`: the latest CPU, memory and GPU figures per rank."""
     bar = ProgressBar(cfg.run.total_env_steps, cfg.run.progress_bar)
     next_metrics = started + cfg.run.metrics_every_s
     rss = RssTrack()
@@ -50,8 +52,9 @@ def supervise(cfg: Config, learn: LearnLane, lanes: list[Lane], metrics: Metrics
                 rss_mib = rss.sample(now - started)
                 metrics.log({"kind": "lanes", "t": round(now - started, 3),
                              "env_steps": learn.progress.env_steps,
-                             **{lane.name: lane.shares() for lane in lanes}, "rss_mib": round(rss_mib, 1),
-                             "data_path_allocations_after_warmup": sum(DATA_PATH.after_warmup.values())})
+                             **{lane.name: asdict(lane.report()) for lane in lanes}, "rss_mib": round(rss_mib, 1),
+                             "data_path_allocations_after_warmup": sum(DATA_PATH.after_warmup.values()),
+                             "ranks": telemetry()})
             bar.update(learn.progress)
             time.sleep(0.05)
         bar.update(learn.progress)

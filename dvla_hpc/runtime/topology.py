@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -11,6 +10,8 @@ from typing import Sequence
 
 import numpy as np
 from mpi4py import MPI
+
+from dvla_hpc.planes.backoff import wait_requests
 
 ROLES: tuple[str, ...] = ("sim", "infer", "learn")
 
@@ -185,7 +186,7 @@ def detect_placement(comm: MPI.Comm, ranks_per_node: int = 0,
         try:
             leader = np.array([comm.Get_rank() if shared.Get_rank() == 0 else -1], dtype=np.int64)
             shared_leader = np.empty(1, dtype=np.int64)
-            _wait(shared.Iallreduce(leader, shared_leader, op=MPI.MAX))
+            wait_requests(shared.Iallreduce(leader, shared_leader, op=MPI.MAX))
         finally:
             shared.Free()
         node_of = _dense(_allgather_int(comm, int(shared_leader[0])))
@@ -201,20 +202,13 @@ def detect_placement(comm: MPI.Comm, ranks_per_node: int = 0,
 def _allgather_int(comm: MPI.Comm, value: int) -> list[int]:
     mine = np.array([value], dtype=np.int64)
     everyone = np.empty(comm.Get_size(), dtype=np.int64)
-    _wait(comm.Iallgather(mine, everyone))
+    wait_requests(comm.Iallgather(mine, everyone))
     return [int(v) for v in everyone]
 
 
 def _dense(keys: Sequence[int]) -> list[int]:
     ids: dict[int, int] = {}
     return [ids.setdefault(k, len(ids)) for k in keys]
-
-
-def _wait(request: MPI.Request) -> None:
-    delay = 50e-6
-    while not request.Test():
-        time.sleep(delay)
-        delay = min(delay * 2, 2e-3)
 
 
 @dataclass

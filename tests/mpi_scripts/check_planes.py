@@ -26,7 +26,7 @@ SLABS = 40
 
 if mode == "bad_control" and rank == 1:
     forged = np.zeros(1, dtype=MESSAGE)
-    encode(Message(Kind.METRICS, 1, values=(1.0,)), forged)
+    encode(Message(Kind.LANE_REPORT, 1, values=(1.0,)), forged)
     forged[0]["values"][0] = 2.0  # corrupted in transit: the checksum no longer matches
     control.comm.Send(forged.view(np.uint8), 0, CONTROL_TAG)
     time.sleep(30)  # rank 0 must abort the job long before this ends
@@ -39,7 +39,7 @@ if rank == 0:
     def collect():
         for msg in control.poll():
             seen.setdefault(msg.source, []).append(msg.kind)
-            if msg.kind == Kind.METRICS:
+            if msg.kind == Kind.LANE_REPORT:
                 assert msg.values[:3] == (float(msg.source), 0.5, 2.0), msg.values
         return all(len(seen.get(r, [])) == 2 for r in range(1, size)) or None
     poll(collect, "metrics from every rank")
@@ -47,7 +47,7 @@ if rank == 0:
         control.post(r, Message(Kind.STOP, 0, version=42))
 else:
     control.post(0, Message(Kind.HEARTBEAT, rank))
-    control.post(0, Message(Kind.METRICS, rank, values=(float(rank), 0.5, 2.0)))
+    control.post(0, Message(Kind.LANE_REPORT, rank, values=(float(rank), 0.5, 2.0)))
     stop = poll(lambda: next(iter(control.poll()), None), "STOP")
     assert stop.kind == Kind.STOP and stop.version == 42 and stop.source == 0
 

@@ -1,0 +1,146 @@
+"""One place builds each role's lanes, whatever carries their slabs.
+
+A role's lanes talk to the outside through ports: slab pools plus the slot queues they hand ids
+through. In single-process mode the three roles share one set of ports (in-process channels);
+in MPI mode each rank makes its own and the data pump connects them to its peers' (roles/*.py).
+The lanes, the learner and the weight holder are built here and nowhere else."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from dvla_hpc.lanes.batch_stager import BatchStager
+from dvla_hpc.lanes.infer import EpisodeAssembler, InferLane
+from dvla_hpc.lanes.lane import Lane, SlotQueue
+from dvla_hpc.lanes.learn import LearnLane
+from dvla_hpc.lanes.record import RecordLane
+from dvla_hpc.lanes.sample import GroupSchedule, SampleLane
+from dvla_hpc.learn.learner import GRPOLearner
+from dvla_hpc.learn.replicas import LearnerReplicas
+from dvla_hpc.memory.slab_pool import SlabPool
+from dvla_hpc.memory.static_pool import DoubleBufferedWeights
+from dvla_hpc.output.trajectory_writer import TrajectoryWriter
+from dvla_hpc.runtime.blueprint import Blueprint, make_vector_env
+from dvla_hpc.runtime.devices import uses_bf16
+
+
+@dataclass
+class Signals:
+    """Shared by every lane of a process: `stop` ends them, `failed` says one of them broke."""
+    stop: threading.Event
+    failed: threading.Event
+
+    @classmethod
+    def new(cls) -> "Signals":
+        return cls(threading.Event(), threading.Event())
+
+
+@dataclass
+class SimPorts:
+    obs_pool: SlabPool
+    obs_out: SlotQueue
+    action_pool: SlabPool
+    action_in: SlotQueue
+
+
+@dataclass
+class InferPorts:
+    obs_pool: SlabPool
+    obs_in: SlotQueue
+    action_pool: SlabPool
+    action_out: SlotQueue
+    episode_pool: SlabPool
+    episode_out: SlotQueue
+
+
+@dataclass
+class LearnPorts:
+    episode_pool: SlabPool
+    episode_in: SlotQueue
+
+
+def sim_ports(bp: Blueprint) -> SimPorts:
+    return SimPorts(SlabPool(bp.obs_layout, 3), SlotQueue(3, "observations"),
+                    SlabPool(bp.action_layout, 3), SlotQueue(3, "actions"))
+
+
+def infer_ports(bp: Blueprint, samplers: int) -> InferPorts:
+    obs = SlabPool(bp.obs_layout, 3 * samplers)
+    actions = SlabPool(bp.action_layout, 2 * samplers + 1)
+    episodes = SlabPool(bp.episode_layout, bp.infer_episode_slots(samplers))
+    return InferPorts(obs, SlotQueue(obs.count, "observations"), actions, SlotQueue(actions.count, "actions"),
+                      episodes, SlotQueue(episodes.count, "episodes"))
+
+
+def learn_ports(bp: Blueprint, samplers: int) -> LearnPorts:
+    pool = SlabPool(bp.episode_layout, bp.learner_episode_slots(samplers))
+    return LearnPorts(pool, SlotQueue(pool.count, "episodes"))
+
+
+def local_ports(bp: Blueprint) -> tuple[SimPorts, InferPorts, LearnPorts]:
+    """Single process: the sampler's outbox is the infer lane's inbox, the infer lane's episode
+    outbox the learner's inbox, and all three share the pools."""
+    sim = sim_ports(bp)
+    episodes = SlabPool(bp.episode_layout, bp.learner_episode_slots(1) + bp.infer_episode_slots(1))
+    episode_q = SlotQueue(episodes.count, "episodes")
+    infer = InferPorts(sim.obs_pool, sim.obs_out, sim.action_pool, sim.action_in, episodes, episode_q)
+    return sim, infer, LearnPorts(episodes, episode_q)
+
+
+def sim_lanes(bp: Blueprint, sampler_id: int, samplers: int, ports: SimPorts, sig: Signals) -> list[Lane]:
+    cfg = bp.cfg
+    return [SampleLane(sampler_id, lambda: make_vector_env(cfg), cfg.env.envs_per_sampler,
+                       GroupSchedule(cfg.run.seed, sampler_id, cfg.learn.group_size),
+                       bp.episode_budget(samplers), ports.obs_pool, ports.obs_out,
+                       ports.action_pool, ports.action_in, sig.stop, sig.failed)]
+
+
+def weight_holder(bp: Blueprint, device: torch.device, initial_version: int) -> DoubleBufferedWeights:
+    return DoubleBufferedWeights(bp.make_policy, initial_version, device)
+
+
+def infer_lanes(bp: Blueprint, holder: DoubleBufferedWeights, ports: InferPorts, seed: int,
+                sig: Signals) -> list[Lane]:
+    """The infer lane; the lane that fills the holder's staging buffer belongs to whoever
+    delivers weights (the learner in one process, the broadcast tree under MPI)."""
+    cfg, spec = bp.cfg, bp.spec
+    stager = BatchStager(cfg.env.envs_per_sampler // 2, spec.image_shape, spec.proprio_dim,
+                         bp.instruction_tokens, holder.device)
+    return [InferLane(holder, stager, bp.bins, ports.obs_pool, ports.obs_in, ports.action_pool,
+                      ports.action_out, EpisodeAssembler(ports.episode_pool, spec.max_episode_steps),
+                      ports.episode_out, seed, sig.stop, sig.failed,
+                      bf16=uses_bf16(holder.device, cfg.run.autocast_bf16))]
+
+
+def build_learner(bp: Blueprint, device: torch.device, replicas: LearnerReplicas | None = None) -> GRPOLearner:
+    cfg = bp.cfg
+    return GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, cfg.run.seed,
+                       device, uses_bf16(device, cfg.run.autocast_bf16), replicas)
+
+
+@dataclass
+class LearnerLanes:
+    learn: LearnLane
+    record: RecordLane
+    distribute: Lane | None  # the root's publishing lane; None on other replicas
+
+    @property
+    def all(self) -> list[Lane]:
+        return [lane for lane in (self.learn, self.distribute, self.record) if lane is not None]
+
+
+def learn_lanes(bp: Blueprint, learner: GRPOLearner, ports: LearnPorts, sig: Signals,
+                log_metrics: Callable[[dict], None], writer: TrajectoryWriter | None,
+                publish: Callable[[int], None] | None = None, distribute: Lane | None = None,
+                checkpoint: Callable[[], None] | None = None) -> LearnerLanes:
+    cfg = bp.cfg
+    retired = SlotQueue(ports.episode_pool.count, "retired episodes")
+    learn = LearnLane(learner, ports.episode_pool, ports.episode_in, publish,
+                      lambda slot: retired.put(slot, sig.stop), log_metrics, cfg.learn, sig.stop, sig.failed,
+                      checkpoint, cfg.run.checkpoint_every_updates)
+    record = RecordLane(writer, cfg.output.record_every, ports.episode_pool, retired, cfg.env.name,
+                        bp.spec.instructions, sig.stop, sig.failed)
+    return LearnerLanes(learn, record, distribute)

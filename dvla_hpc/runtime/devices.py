@@ -1,0 +1,79 @@
+"""Which device each rank computes on, checked for the whole job before anything is allocated.
+
+Sim ranks are CPU-only and never ask CUDA anything (no context, no driver call). Infer and learner
+ranks ask how many GPUs their node shows (`torch.cuda.device_count()` honours CUDA_VISIBLE_DEVICES
+as schedulers set it); every rank then derives the same placement from the gathered counts:
+on each node the learners take GPUs 0..L-1 for themselves and the infer ranks share the rest
+(all of them when the learners took every GPU)."""
+from __future__ import annotations
+
+import socket
+from contextlib import nullcontext
+from typing import Mapping
+
+import torch
+
+from dvla_hpc.runtime.topology import RolePlan
+
+GPU_ROLES = ("infer", "learn")
+
+
+class DeviceError(ValueError):
+    """The requested devices cannot be had; the message says what to change."""
+
+
+def visible_gpus() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def device_kind(requested: str, gpus_seen: Mapping[int, int]) -> str:
+    """"cuda" or "cpu" for the whole job, from each GPU rank's count of visible devices."""
+    if requested == "cpu" or not gpus_seen:
+        return "cpu"
+    without = sorted(rank for rank, count in gpus_seen.items() if count == 0)
+    if requested == "cuda" and without:
+        raise DeviceError(
+            f"run.device=cuda but rank(s) {without} see no CUDA device (on {socket.gethostname()}: "
+            f"{visible_gpus()} visible); use run.device=cpu, or run.device=auto to fall back to the "
+            f"CPU, or give those ranks GPUs (check CUDA_VISIBLE_DEVICES and the job's GPU request)")
+    return "cpu" if without else "cuda"
+
+
+def gpu_assignment(plan: RolePlan, gpus_on_node: Mapping[int, int]) -> dict[int, int]:
+    """The node-local GPU index of every infer and learner rank."""
+    assigned: dict[int, int] = {}
+    for node in sorted(set(plan.node_of)):
+        ranks = [r for r in range(plan.world_size) if plan.node_of[r] == node]
+        learners = [r for r in ranks if plan.roles[r] == "learn"]
+        infers = [r for r in ranks if plan.roles[r] == "infer"]
+        gpus = gpus_on_node.get(node, 0)
+        if len(learners) > gpus:
+            raise DeviceError(
+                f"node {node} hosts {len(learners)} learner ranks {learners} but shows {gpus} GPU(s): "
+                f"each learner needs a GPU of its own; lower layout.learn_ranks, spread the learners "
+                f"over more nodes (fewer ranks per node), or use run.device=cpu")
+        for i, rank in enumerate(learners):
+            assigned[rank] = i
+        spare = list(range(len(learners), gpus)) or list(range(gpus))
+        for i, rank in enumerate(infers):
+            assigned[rank] = spare[i % len(spare)]
+    return assigned
+
+
+def local_device(requested: str) -> torch.device:
+    """Single-process mode: the first visible GPU, or the CPU."""
+    gpus = visible_gpus() if requested != "cpu" else 0
+    kind = device_kind(requested, {0: gpus})
+    return torch.device("cuda", 0) if kind == "cuda" else torch.device("cpu")
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast for forward passes where the device runs bf16 natively (CUDA with bf16
+    support); elsewhere a no-op, since CPU bf16 is slower than fp32 on most hosts."""
+    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def uses_bf16(device: torch.device, enabled: bool) -> bool:
+    return enabled and device.type == "cuda" and torch.cuda.is_bf16_supported()

@@ -1,0 +1,119 @@
+"""Named reports that cross process boundaries: a lane's shares and counters, a rank's telemetry.
+
+Each report is a record with named fields and one fixed layout, encoded into a control-plane
+message here and decoded here; no other module reads message values by position."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from dvla_hpc.output.telemetry import TelemetrySample
+from dvla_hpc.planes.control import VALUES, Kind, Message
+
+SHARES = ("busy", "waiting", "items", "seconds")
+LANES = ("sample", "infer", "learn", "distribute", "record")
+LANE_COUNTERS: dict[str, tuple[str, ...]] = {
+    "sample": ("env_steps", "worker_restarts"),
+    "infer": ("weight_swaps", "episodes"),
+    "learn": (),
+    "distribute": ("versions",),
+    "record": ("written",),
+}
+assert all(len(SHARES) + len(c) <= VALUES for c in LANE_COUNTERS.values())
+
+
+@dataclass
+class LaneReport:
+    lane: str
+    busy: float
+    waiting: float
+    items: int
+    seconds: float
+    counters: dict[str, float] = field(default_factory=dict)
+
+    def to_message(self, rank: int) -> Message:
+        names = LANE_COUNTERS[self.lane]
+        if set(self.counters) != set(names):
+            raise ValueError(f"lane {self.lane} reports counters {sorted(self.counters)}, "
+                             f"its layout has {list(names)}")
+        values = (self.busy, self.waiting, float(self.items), self.seconds,
+                  *(float(self.counters[n]) for n in names))
+        return Message(Kind.LANE_REPORT, rank, topic=LANES.index(self.lane), values=values)
+
+    @classmethod
+    def from_message(cls, msg: Message) -> "LaneReport":
+        if msg.kind != Kind.LANE_REPORT or not 0 <= msg.topic < len(LANES):
+            raise ValueError(f"rank {msg.source}: not a lane report ({msg.kind.name}, topic {msg.topic})")
+        lane = LANES[msg.topic]
+        busy, waiting, items, seconds, *rest = msg.values
+        counters = dict(zip(LANE_COUNTERS[lane], rest))
+        return cls(lane, busy, waiting, int(items), seconds, counters)
+
+
+@dataclass
+class RankReport:
+    """One rank's resources at the end of the run (telemetry and data-path accounting)."""
+    cpu_percent_mean: float = 0.0
+    rss_mib_max: float = 0.0
+    gpu_util_percent_mean: float = -1.0  # -1: no GPU watched on this rank
+    gpu_mem_used_mib_max: float = -1.0
+    data_path_mib: float = 0.0
+    device_mib: float = 0.0  # data-path buffers on the accelerator
+    device_peak_mib: float = -1.0  # torch's peak allocation on the accelerator; -1 without one
+    allocations_after_warmup: int = 0
+    heartbeats_sent: int = 0
+
+    def to_message(self, rank: int, role: str) -> Message:
+        values = tuple(float(getattr(self, f.name)) for f in fields(self))
+        return Message(Kind.RANK_REPORT, rank, topic=ROLE_IDS[role], values=values)
+
+    @classmethod
+    def from_message(cls, msg: Message) -> tuple[str, "RankReport"]:
+        if msg.kind != Kind.RANK_REPORT or msg.topic not in ROLE_NAMES:
+            raise ValueError(f"rank {msg.source}: not a rank report ({msg.kind.name}, topic {msg.topic})")
+        kinds = [f.type for f in fields(cls)]
+        values = [int(v) if kind in (int, "int") else v for v, kind in zip(msg.values, kinds)]
+        return ROLE_NAMES[msg.topic], cls(*values)
+
+
+ROLE_IDS = {"sim": 0, "infer": 1, "learn": 2, "local": 3}
+ROLE_NAMES = {v: k for k, v in ROLE_IDS.items()}
+assert len(fields(RankReport)) <= VALUES
+
+
+def merge_lane_reports(reports: list[LaneReport]) -> dict:
+    """Per lane over the ranks that run it: mean busy and waiting shares, summed items and counters."""
+    merged: dict[str, dict] = {}
+    for name in LANES:
+        mine = [r for r in reports if r.lane == name]
+        if not mine:
+            continue
+        n = len(mine)
+        merged[name] = {"busy": round(sum(r.busy for r in mine) / n, 4),
+                        "waiting": round(sum(r.waiting for r in mine) / n, 4),
+                        "items": sum(r.items for r in mine), "ranks": n,
+                        **{c: int(sum(r.counters[c] for r in mine)) for c in LANE_COUNTERS[name]}}
+    return merged
+
+
+def rank_report(telemetry, heartbeats_sent: int) -> RankReport:
+    """This process's report, from its telemetry (output/telemetry.py) and data-path accounting."""
+    from dvla_hpc.memory.accounting import DATA_PATH
+
+    seen = telemetry.summary()
+    path = DATA_PATH.report()
+    return RankReport(cpu_percent_mean=seen["cpu_percent_mean"], rss_mib_max=seen["rss_mib_max"],
+                      gpu_util_percent_mean=seen["gpu_util_percent_mean"],
+                      gpu_mem_used_mib_max=seen["gpu_mem_used_mib_max"],
+                      data_path_mib=path["data_path_mib"], device_mib=path["device_data_path_mib"],
+                      device_peak_mib=path["device_peak_mib"],
+                      allocations_after_warmup=path["allocations_after_warmup"],
+                      heartbeats_sent=heartbeats_sent)
+
+
+def heartbeat_message(rank: int, role: str, sample: TelemetrySample) -> Message:
+    """A sign of life that carries the rank's latest telemetry."""
+    return Message(Kind.HEARTBEAT, rank, topic=ROLE_IDS[role], values=sample.as_tuple())
+
+
+def heartbeat_telemetry(msg: Message) -> dict:
+    return asdict(TelemetrySample.from_tuple(msg.values[: len(TelemetrySample.FIELDS)]))

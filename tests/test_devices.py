@@ -1,0 +1,67 @@
+"""Device placement: learners get GPUs of their own, infer ranks share the rest, and a placement
+that cannot work is refused with what to change. GPU-only checks skip without CUDA."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dvla_hpc.runtime.devices import DeviceError, autocast, device_kind, gpu_assignment, local_device
+from dvla_hpc.runtime.topology import RolePlan
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def two_nodes_of_eight() -> RolePlan:
+    """16 ranks on two nodes: node 0 has 6 sims + 2 infer; node 1 has 4 sims, 2 infer, 2 learners."""
+    roles = (["sim"] * 6 + ["infer"] * 2) + (["sim"] * 4 + ["infer"] * 2 + ["learn"] * 2)
+    return RolePlan(tuple(roles), tuple([0] * 8 + [1] * 8), tuple([0] * 16))
+
+
+def test_learners_take_their_own_gpus_and_infer_ranks_share_the_rest():
+    plan = two_nodes_of_eight()
+    gpu = gpu_assignment(plan, {0: 8, 1: 8})
+    assert set(gpu) == set(plan.ranks("infer")) | set(plan.ranks("learn"))
+    assert [gpu[r] for r in plan.ranks("learn")] == [0, 1]
+    assert [gpu[r] for r in (12, 13)] == [2, 3]  # node 1's infer ranks skip the learners' GPUs
+    assert [gpu[r] for r in (6, 7)] == [0, 1]
+
+
+def test_infer_ranks_share_a_gpu_when_the_learners_took_every_one():
+    plan = RolePlan(("sim", "sim", "infer", "infer", "learn"), (0,) * 5, (0,) * 5)
+    assert gpu_assignment(plan, {0: 1}) == {2: 0, 3: 0, 4: 0}
+
+
+def test_more_learners_on_a_node_than_gpus_is_refused_with_the_fix():
+    plan = two_nodes_of_eight()
+    with pytest.raises(DeviceError, match=r"node 1 hosts 2 learner ranks \[14, 15\] but shows 1 GPU"):
+        gpu_assignment(plan, {0: 8, 1: 1})
+
+
+def test_cuda_asked_where_a_rank_sees_none_is_refused_and_auto_falls_back():
+    with pytest.raises(DeviceError, match=r"run.device=cuda but rank\(s\) \[3\] see no CUDA device"):
+        device_kind("cuda", {2: 1, 3: 0})
+    assert device_kind("auto", {2: 1, 3: 0}) == "cpu"
+    assert device_kind("auto", {2: 1, 3: 1}) == "cuda"
+    assert device_kind("cpu", {2: 1}) == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a host without CUDA")
+def test_single_process_cuda_without_a_gpu_is_refused():
+    with pytest.raises(DeviceError, match="run.device=cuda"):
+        local_device("cuda")
+    assert local_device("auto") == torch.device("cpu")
+
+
+def test_autocast_is_a_no_op_on_the_cpu():
+    with autocast(torch.device("cpu"), True):
+        y = torch.nn.Linear(4, 4)(torch.randn(2, 4))
+    assert y.dtype == torch.float32
+
+
+@pytest.mark.gpu
+@CUDA
+def test_bf16_autocast_on_cuda():
+    device = torch.device("cuda", 0)
+    with autocast(device, True):
+        y = torch.nn.Linear(4, 4).to(device)(torch.randn(2, 4, device=device))
+    assert y.dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32)

@@ -1,0 +1,44 @@
+"""Named reports survive the control plane's binary encoding, and the summary merges them by name."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dvla_hpc.planes.control import MESSAGE, decode, encode
+from dvla_hpc.runtime.reports import LANE_COUNTERS, LaneReport, RankReport, merge_lane_reports
+
+
+def through_the_wire(msg):
+    buf = np.zeros(1, dtype=MESSAGE)
+    encode(msg, buf)
+    return decode(buf, origin=msg.source)
+
+
+@pytest.mark.parametrize("lane", sorted(LANE_COUNTERS))
+def test_every_lane_report_round_trips_by_name(lane):
+    counters = {name: float(i + 7) for i, name in enumerate(LANE_COUNTERS[lane])}
+    report = LaneReport(lane, 0.25, 0.75, 12, 3.5, counters)
+    assert LaneReport.from_message(through_the_wire(report.to_message(rank=5))) == report
+
+
+def test_a_lane_report_with_counters_its_layout_lacks_is_refused():
+    with pytest.raises(ValueError, match="sample reports counters"):
+        LaneReport("sample", 0.5, 0.5, 1, 1.0, {"env_steps": 3.0}).to_message(0)
+
+
+def test_rank_report_round_trips_with_its_role():
+    report = RankReport(cpu_percent_mean=87.5, rss_mib_max=512.0, gpu_util_percent_mean=-1.0,
+                        gpu_mem_used_mib_max=-1.0, data_path_mib=37.7, device_mib=0.0,
+                        device_peak_mib=-1.0, allocations_after_warmup=2, heartbeats_sent=9)
+    role, back = RankReport.from_message(through_the_wire(report.to_message(3, "infer")))
+    assert role == "infer" and back == report and isinstance(back.allocations_after_warmup, int)
+
+
+def test_merge_averages_shares_and_sums_counters_per_lane():
+    reports = [LaneReport("sample", 0.2, 0.8, 10, 5.0, {"env_steps": 100, "worker_restarts": 1}),
+               LaneReport("sample", 0.4, 0.6, 30, 5.0, {"env_steps": 300, "worker_restarts": 0}),
+               LaneReport("learn", 0.9, 0.1, 4, 5.0, {})]
+    merged = merge_lane_reports(reports)
+    assert merged["sample"] == {"busy": 0.3, "waiting": 0.7, "items": 40, "ranks": 2,
+                                "env_steps": 400, "worker_restarts": 1}
+    assert merged["learn"]["ranks"] == 1 and "infer" not in merged
