@@ -20,6 +20,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="print the layout, roles, devices and memory plan, then exit without training")
     parser.add_argument("--ranks", type=int, default=0,
                         help="with --plan: plan for this many MPI ranks (default: this job's world size)")
+    parser.add_argument("--gpus-per-node", type=int, default=None,
+                        help="with --plan: assume each node shows this many GPUs (default: as this one)")
     parser.add_argument("overrides", nargs="*", metavar="section.key=value")
     return parser.parse_intermixed_args(argv)
 
@@ -45,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"config error: {err}", file=sys.stderr)
         return 2
     if args.plan:
-        return print_plan(cfg, args.ranks or world.Get_size()) if world.Get_rank() == 0 else 0
+        if world.Get_rank() != 0:
+            return 0
+        return print_plan(cfg, args.ranks or world.Get_size(), args.gpus_per_node)
     stop_request = StopRequest()
     stop_request.install()
 
@@ -71,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_plan(cfg, ranks: int) -> int:
+def print_plan(cfg, ranks: int, gpus_per_node: int | None) -> int:
     from dvla_hpc.runtime.devices import DeviceError
     from dvla_hpc.runtime.plan_report import describe_plan
     from dvla_hpc.runtime.topology import LayoutError
     try:
-        print(describe_plan(cfg, ranks))
+        print(describe_plan(cfg, ranks, gpus_per_node))
     except (ConfigError, DeviceError, LayoutError) as err:
         print(f"plan error: {err}", file=sys.stderr)
         return 2

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dvla_hpc.runtime.devices import DeviceError, autocast, device_kind, gpu_assignment, local_device
+from dvla_hpc.runtime.devices import (DeviceError, autocast, data_backend, device_kind, gpu_assignment,
+                                      local_device)
 from dvla_hpc.runtime.topology import RolePlan
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -65,3 +66,16 @@ def test_bf16_autocast_on_cuda():
     with autocast(device, True):
         y = torch.nn.Linear(4, 4).to(device)(torch.randn(2, 4, device=device))
     assert y.dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32)
+
+
+def test_the_data_backend_follows_the_devices():
+    plan = RolePlan(("sim", "sim", "infer", "infer", "learn"), (0,) * 5, (0,) * 5)
+    cpu = {r: torch.device("cpu") for r in range(5)}
+    own = {**cpu, 2: torch.device("cuda", 1), 3: torch.device("cuda", 2), 4: torch.device("cuda", 0)}
+    shared = {**own, 3: torch.device("cuda", 1)}
+    assert data_backend("auto", cpu, plan) == "mpi"
+    assert data_backend("auto", own, plan) == "torch"  # NCCL: every member has a GPU of its own
+    assert data_backend("auto", shared, plan) == "mpi"
+    assert data_backend("torch", cpu, plan) == "torch"  # gloo on CPU tensors
+    with pytest.raises(DeviceError, match="ranks 2 and 3 share cuda:1 on node 0"):
+        data_backend("torch", shared, plan)

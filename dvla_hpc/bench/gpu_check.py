@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     py, mpi = sys.executable, mpiexec()
     quick = [f"run.wall_clock_limit_s={args.seconds}", "run.progress_bar=false"]
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    results["gpu_tests"] = run_part("gpu_tests", [py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"],
-                                    150, out)
+    results["gpu_tests"] = run_part(
+        "gpu_tests", [py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], 150, out)
     for label, prefix in (("quickstart_local", []), ("quickstart_mpi4", [mpi, "-n", "4"])):
         run_dir = out / "runs" / label
         part = run_part(label, [*prefix, py, "-m", "dvla_hpc.main", "--out", str(run_dir), *CUDA, *quick],
@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
                        "--probe-seconds", "5", f"model.preset={args.preset}", "run.total_env_steps=12000",
                        "run.wall_clock_limit_s=45", *CUDA], 200, out)
     results["tree_nccl"] = run_part(
-        "tree_nccl", [mpi, "-n", "4", py, "-m", "dvla_hpc.bench", "tree_bandwidth", "--out", str(out / "tree"),
-                      f"model.preset={args.tree_preset}", *CUDA, "layout.ranks_per_node=2"], 150, out)
+        "tree_nccl", [mpi, "-n", "4", py, "-m", "dvla_hpc.bench", "tree_bandwidth", "--out",
+                      str(out / "tree"), f"model.preset={args.tree_preset}", *CUDA,
+                      "layout.ranks_per_node=2"],
+        150, out)
     results["memory_fit"] = run_part(
         "memory_fit", [py, "-m", "dvla_hpc.bench", "memory_fit", "--out", str(out / "memory"),
                        f"model.preset={args.tree_preset}", "learn.minibatch_size=64", *CUDA], 150, out)

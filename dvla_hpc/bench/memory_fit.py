@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
                "predicted_bytes": predicted, "measured_peak_bytes": measured,
                "measured_over_predicted": round(measured / predicted, 3), "rows": plan.rows,
                "seconds": round(time.perf_counter() - t0, 1), "updates": args.updates,
-               "peak_source": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "ru_maxrss growth"}
+               "peak_source": ("torch.cuda.max_memory_allocated" if device.type == "cuda"
+                               else "ru_maxrss growth")}
     print(f"{cfg.model.preset} on {device}: plan {predicted / MIB:,.0f} MiB, measured peak "
           f"{measured / MIB:,.0f} MiB ({results['measured_over_predicted']:.2f} of the plan)")
     out = Path(args.out)

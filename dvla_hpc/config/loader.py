@@ -8,8 +8,9 @@ from typing import Any, Literal
 
 import yaml
 
-from dvla_hpc.config.schema import Config
+from dvla_hpc.config.schema import Config, ModelConfig
 from dvla_hpc.model.encoders import min_conv_image_size
+from dvla_hpc.model.presets import PRESETS, apply_preset
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
 
@@ -31,9 +32,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)
+    apply_model_preset(raw)
     cfg = build(Config, raw, prefix="")
     validate_consistency(cfg)
     return cfg
+
+
+def apply_model_preset(raw: dict) -> None:
+    """Fill the `model:` keys the user left out from `model.preset` (explicit keys win)."""
+    section = raw.get("model", {})
+    if not isinstance(section, dict):
+        return  # build() names the bad section
+    name = section.get("preset", ModelConfig.preset)
+    if name not in PRESETS:
+        raise ConfigError(f"model.preset: {name!r} is not one of {', '.join(PRESETS)}")
+    raw["model"] = apply_preset(section, name)
 
 
 def parse_override(item: str) -> tuple[str, Any]:

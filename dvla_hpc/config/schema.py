@@ -62,7 +62,8 @@ class ModelConfig:
     width: int = field(default=64, metadata=bounds(8))
     depth: int = field(default=2, metadata=bounds(1))
     heads: int = field(default=4, metadata=bounds(1))
-    ff_mult: int = field(default=2, metadata=bounds(1, doc="transformer feed-forward width = ff_mult * width"))
+    ff_mult: int = field(default=2, metadata=bounds(
+        1, doc="transformer feed-forward width = ff_mult * width"))
     action_bins: int = field(default=11, metadata=bounds(2, 1024))
     vocab_size: int = field(default=256, metadata=bounds(8))
     max_instruction_tokens: int = field(default=8, metadata=bounds(1))
@@ -106,8 +107,10 @@ class PlanesConfig:
 
 @dataclass
 class PipelineConfig:
-    queue_depth: int = field(default=4, metadata=bounds(1, doc="spare episode slots beyond what the envs and groups need"))
-    episode_slots: int = field(default=0, metadata=bounds(0, doc="learner episode pool size; 0 = sized from envs and groups"))
+    queue_depth: int = field(default=4, metadata=bounds(
+        1, doc="spare episode slots beyond what the envs and groups need"))
+    episode_slots: int = field(default=0, metadata=bounds(
+        0, doc="learner episode pool size; 0 = sized from envs and groups"))
     poll_max_sleep_ms: float = field(default=2.0, metadata=bounds(0.01))
 
 

@@ -92,7 +92,8 @@ class LearnLane(Lane):
     def admit(self, slot: int) -> None:
         ep = self.pool.slots[slot]
         p = self.progress
-        steps, failed, success = int(ep["header"][H.COUNT]), bool(ep["header"][H.FAILED]), bool(ep["header"][H.SUCCESS])
+        header = ep["header"]
+        steps, failed, success = int(header[H.COUNT]), bool(header[H.FAILED]), bool(header[H.SUCCESS])
         p.env_steps += steps
         p.episodes += 1
         if failed:

@@ -15,8 +15,8 @@ from dvla_hpc.model.vla import PolicyBatch
 
 
 class TrainingArena:
-    def __init__(self, spec: EnvSpec, max_episodes: int, minibatch_size: int, instruction_tokens: torch.Tensor,
-                 device: torch.device = torch.device("cpu")):
+    def __init__(self, spec: EnvSpec, max_episodes: int, minibatch_size: int,
+                 instruction_tokens: torch.Tensor, device: torch.device = torch.device("cpu")):
         t, a = spec.max_episode_steps, spec.action_dim
         rows, mb = max_episodes * t, minibatch_size
         self.steps_per_episode = t

@@ -58,10 +58,11 @@ class GRPOLearner:
         episodes = cfg.groups_per_update * cfg.group_size
         self.arena = TrainingArena(spec, episodes, cfg.minibatch_size, instruction_tokens, device)
         capacity = episodes * spec.max_episode_steps
+        mb = cfg.minibatch_size
         self.rows = DATA_PATH.zeros("arena/rows", (capacity,), torch.int64, device)
         self.advantages = DATA_PATH.zeros("arena/advantages", (capacity,), torch.float32, device)
-        self.mb_rows = DATA_PATH.zeros("arena/mb_rows", (cfg.minibatch_size,), torch.int64, device)
-        self.mb_advantages = DATA_PATH.zeros("arena/mb_advantages", (cfg.minibatch_size,), torch.float32, device)
+        self.mb_rows = DATA_PATH.zeros("arena/mb_rows", (mb,), torch.int64, device)
+        self.mb_advantages = DATA_PATH.zeros("arena/mb_advantages", (mb,), torch.float32, device)
 
     def update(self, groups: list[list[dict]]) -> UpdateStats | None:
         """Load, agree and optimise in one call (a learner that reports no counts of its own)."""

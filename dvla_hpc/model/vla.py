@@ -37,7 +37,7 @@ class VLAPolicy(nn.Module):
             self.proprio_embed = nn.Linear(spec.proprio_dim, cfg.width)
         self.action_queries = nn.Parameter(torch.randn(spec.action_dim, cfg.width) * 0.02)
         layer = nn.TransformerEncoderLayer(
-            cfg.width, cfg.heads, dim_feedforward=cfg.width * 2, dropout=0.0,
+            cfg.width, cfg.heads, dim_feedforward=cfg.width * cfg.ff_mult, dropout=0.0,
             batch_first=True, norm_first=True)
         self.trunk = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.width)

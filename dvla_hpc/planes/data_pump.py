@@ -1,9 +1,11 @@
-"""Data plane (CPU backend): moves slabs between ranks with mpi4py buffer sends (no pickle).
+"""Data plane: moves slabs between ranks, per flow over mpi4py buffer sends (the default) or
+torch.distributed p2p (transport.py). No pickle.
 
-Lanes never see MPI: they put slot ids into an outbox queue and take slot ids from an inbox queue,
-exactly as in single-process mode. The pump thread starts an Isend per outgoing slab (and frees
-the slot when it completes) and keeps Irecvs pre-posted into free slots of the receiving pool.
-A full inbox holds the slot back, which stops re-posting: backpressure reaches the sender."""
+Lanes never see the transport: they put slot ids into an outbox queue and take slot ids from an
+inbox queue, exactly as in single-process mode. The pump thread starts a send per outgoing slab
+(and frees the slot when it completes) and keeps receives pre-posted into free slots of the
+receiving pool. A full inbox holds the slot back, which stops re-posting: backpressure reaches
+the sender."""
 from __future__ import annotations
 
 import threading
@@ -19,6 +21,7 @@ from dvla_hpc.lanes.lane import SlotQueue
 from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.memory.layouts import SlabKind, validate
 from dvla_hpc.memory.slab_pool import SlabPool
+from dvla_hpc.planes.transport import MpiTransport, Transfer, Transport
 
 
 SCRATCH = -1
@@ -30,7 +33,8 @@ class Outbound:
     pool: SlabPool
     tag: int
     destination: Callable[[int], int]  # slot -> destination rank
-    in_flight: list[tuple[MPI.Request, int]] = field(default_factory=list)
+    transport: Transport
+    in_flight: list[tuple[Transfer, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -42,7 +46,8 @@ class Inbound:
     kind: SlabKind
     max_count: int
     depth: int
-    posted: list[tuple[MPI.Request, int]] = field(default_factory=list)
+    transport: Transport
+    posted: list[tuple[Transfer, int]] = field(default_factory=list)
     held: list[int] = field(default_factory=list)  # received, waiting for room in the inbox
     received: int = 0
     scratch: np.ndarray | None = None  # shutdown only: peers' last slabs land here, then vanish
@@ -60,15 +65,25 @@ class DataPump(threading.Thread):
         self.error: BaseException | None = None
         self.bytes_sent = 0
         self.bytes_received = 0
-        self.status = MPI.Status()
+        self.mpi = MpiTransport(comm)
 
-    def send_from(self, queue: SlotQueue, pool: SlabPool, tag: int, destination: Callable[[int], int]):
-        self.outbound.append(Outbound(queue, pool, tag, destination))
+    def send_from(self, queue: SlotQueue, pool: SlabPool, tag: int, destination: Callable[[int], int],
+                  transport: Transport | None = None):
+        """Send the slots put into `queue` to `destination(slot)`; `transport` defaults to MPI
+        over the pump's communicator."""
+        transport = transport or self.mpi
+        transport.register(list(pool.raw))
+        self.outbound.append(Outbound(queue, pool, tag, destination, transport))
 
     def receive_into(self, source: int, tag: int, pool: SlabPool, queue: SlotQueue, kind: SlabKind,
-                     max_count: int, depth: int = 2):
-        self.inbound.append(Inbound(source, tag, pool, queue, kind, max_count, depth,
-                                    scratch=DATA_PATH.zeros("pump/scratch", (pool.layout.nbytes,), torch.uint8).numpy()))
+                     max_count: int, depth: int = 2, transport: Transport | None = None):
+        """Keep `depth` receives from `source` posted into free slots of `pool`; validated slabs go
+        into `queue`. `transport` defaults to MPI over the pump's communicator."""
+        transport = transport or self.mpi
+        scratch = DATA_PATH.zeros("pump/scratch", (pool.layout.nbytes,), torch.uint8).numpy()
+        transport.register([*pool.raw, scratch])
+        self.inbound.append(Inbound(source, tag, pool, queue, kind, max_count, depth, transport,
+                                    scratch=scratch))
 
     def run(self) -> None:
         self.running.set()
@@ -97,16 +112,16 @@ class DataPump(threading.Thread):
         if not self.draining:
             while (slot := out.queue.get(timeout=0)) is not None:
                 raw = out.pool.raw[slot]
-                out.in_flight.append((self.comm.Isend(raw, out.destination(slot), out.tag), slot))
+                out.in_flight.append((out.transport.isend(raw, out.destination(slot), out.tag), slot))
                 self.bytes_sent += raw.nbytes
                 moved = True
         still = []
-        for req, slot in out.in_flight:
-            if req.Test():
+        for transfer, slot in out.in_flight:
+            if transfer.done():
                 out.pool.release(slot)
                 moved = True
             else:
-                still.append((req, slot))
+                still.append((transfer, slot))
         out.in_flight[:] = still
         return moved
 
@@ -116,26 +131,26 @@ class DataPump(threading.Thread):
             inb.held.pop(0)
             moved = True
         still = []
-        for req, slot in inb.posted:
-            if req.Test(self.status):
+        for transfer, slot in inb.posted:
+            if transfer.done():
                 moved = True
-                self._accept(inb, slot)
+                self._accept(inb, slot, transfer.received_bytes())
             else:
-                still.append((req, slot))
+                still.append((transfer, slot))
         inb.posted[:] = still
         if self.draining:
             if not inb.posted:
-                inb.posted.append((self.comm.Irecv(inb.scratch, inb.source, inb.tag), SCRATCH))
+                inb.posted.append((inb.transport.irecv(inb.scratch, inb.source, inb.tag), SCRATCH))
             return moved
         while len(inb.posted) < inb.depth and not inb.held:
             slot = inb.pool.acquire(timeout=0)
             if slot is None:
                 break
-            inb.posted.append((self.comm.Irecv(inb.pool.raw[slot], inb.source, inb.tag), slot))
+            inb.posted.append((inb.transport.irecv(inb.pool.raw[slot], inb.source, inb.tag), slot))
         return moved
 
-    def _accept(self, inb: Inbound, slot: int) -> None:
-        size = self.status.Get_count(MPI.BYTE)
+    def _accept(self, inb: Inbound, slot: int, received: int | None) -> None:
+        size = inb.pool.layout.nbytes if received is None else received
         origin = f"data plane, slab from rank {inb.source}"
         if size != inb.pool.layout.nbytes:
             raise ValueError(f"{origin}: {size} bytes, expected {inb.pool.layout.nbytes}")
@@ -156,7 +171,10 @@ class DataPump(threading.Thread):
     def drain_and_stop(self, comm_barrier: MPI.Comm, timeout_s: float = 60.0) -> None:
         """Shutdown: drop what was not sent yet, finish the sends in flight while accepting (and
         discarding) peers' slabs, wait until every rank has done the same (a non-blocking barrier),
-        then cancel the receives still posted."""
+        then close every flow: MPI cancels its posted receives; a torch flow cannot, so its
+        receivers tell their sources how many are posted and the sources match them with fillers
+        (transport.py). The torch plane itself stays up (the tree and the learners still use it):
+        its owner calls plane.shutdown() once nothing is posted anywhere."""
         self.running.clear()
         if self.is_alive():
             self.join()
@@ -179,10 +197,15 @@ class DataPump(threading.Thread):
             if barrier is None and not self.sends_pending():
                 barrier = comm_barrier.Ibarrier()
             time.sleep(1e-4)
+        closings = [out.transport.close_sending(out.tag, out.pool.raw[0]) for out in self.outbound]
+        closings += [inb.transport.close_receiving([t for t, _ in inb.posted], inb.source, inb.tag)
+                     for inb in self.inbound]
+        while not all([closed() for closed in closings]):  # a list: every flow progresses each pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("data plane flows did not close within the shutdown timeout")
+            time.sleep(1e-4)
         for inb in self.inbound:
-            for req, slot in inb.posted:
-                req.Cancel()
-                req.Wait()
+            for _, slot in inb.posted:
                 if slot != SCRATCH:
                     inb.pool.release(slot)
             inb.posted.clear()

@@ -33,7 +33,7 @@ class RankContext:
     stop_request: StopRequest
     device: torch.device
     data_backend: str  # "mpi" or "torch": what carries episodes and weights between infer and learner ranks
-    torch_plane: object | None  # planes.torch_plane.TorchPlane on infer and learner ranks of the torch backend
+    torch_plane: object | None  # a planes.torch_plane.TorchPlane on infer and learner ranks (torch backend)
     telemetry: Telemetry
     devices: dict[str, str]  # per role, the devices its ranks compute on
     stop: threading.Event
@@ -87,4 +87,3 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane]) -> None:
     ctx.control.post(root, rank_report(ctx.telemetry, beats).to_message(ctx.rank, ctx.role))
     ctx.control.post(root, Message(Kind.FINISHED, ctx.rank, payload_size=len(lanes) + 1))
     ctx.pump.drain_and_stop(ctx.comms.data)
-

@@ -35,7 +35,8 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
         ctx.pump.receive_into(rank, EPISODE_TAG, ports.episode_pool, ports.episode_in, SlabKind.EPISODE,
                               bp.spec.max_episode_steps, depth=4, transport=transport)
     group = ctx.torch_plane.learners if ctx.data_backend == "torch" else None
-    replicas = LearnerReplicas(ctx.comms.role, group, cfg.learn.allreduce_bucket_mib, cfg.learn.check_replicas)
+    replicas = LearnerReplicas(ctx.comms.role, group, cfg.learn.allreduce_bucket_mib,
+                               cfg.learn.check_replicas)
     learner = assembly.build_learner(bp, ctx.device, replicas)
     resumed = resume_learner(learner, cfg.run.resume) if cfg.run.resume else {}
     writer = TrajectoryWriter(run_dir / "trajectories", ctx.rank, cfg.env.name,
@@ -89,7 +90,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
         devices=ctx.devices, pools={"episodes": ports.episode_pool.stats()}, checkpoint=str(ckpt),
         memory=memory_report(rss), heartbeats=inbox.heartbeat_summary(),
         ranks=rank_summary([("learn", rank_report(ctx.telemetry, 0)), *inbox.rank_reports()]),
-        gpu=ctx.telemetry.gpu)
+        gpu=ctx.telemetry.summary()["gpu"])
 
 
 def lead(ctx: RankContext, learn, lanes: list[Lane], metrics: MetricsLog, inbox: RootInbox,

@@ -10,4 +10,4 @@ def episode_transport(ctx: RankContext, peers: list[int]):
     if ctx.data_backend != "torch":
         return None
     from dvla_hpc.planes.transport import TorchTransport
-    return TorchTransport(ctx.torch_plane)
+    return TorchTransport(ctx.torch_plane, peers)

@@ -115,7 +115,8 @@ def infer_lanes(bp: Blueprint, holder: DoubleBufferedWeights, ports: InferPorts,
                       bf16=uses_bf16(holder.device, cfg.run.autocast_bf16))]
 
 
-def build_learner(bp: Blueprint, device: torch.device, replicas: LearnerReplicas | None = None) -> GRPOLearner:
+def build_learner(bp: Blueprint, device: torch.device,
+                  replicas: LearnerReplicas | None = None) -> GRPOLearner:
     cfg = bp.cfg
     return GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, cfg.run.seed,
                        device, uses_bf16(device, cfg.run.autocast_bf16), replicas)

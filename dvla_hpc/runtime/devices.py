@@ -77,3 +77,32 @@ def autocast(device: torch.device, enabled: bool):
 
 def uses_bf16(device: torch.device, enabled: bool) -> bool:
     return enabled and device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def data_backend(requested: str, devices: dict[int, torch.device], plan: RolePlan) -> str:
+    """auto: torch.distributed when the infer and learner ranks compute on GPUs of their own
+    (NCCL refuses two ranks of one communicator on one GPU), mpi4py otherwise."""
+    members = plan.ranks("infer") + plan.ranks("learn")
+    on_gpu = any(devices[r].type == "cuda" for r in members)
+    shared = shared_gpus(plan, devices, members)
+    if requested == "torch" and on_gpu and shared:
+        raise DeviceError(
+            f"planes.data_backend=torch on GPUs needs a GPU per infer and learner rank (NCCL refuses "
+            f"two ranks on one GPU), but {shared}; use planes.data_backend=mpi (or auto), or fewer "
+            f"infer ranks per node")
+    if requested != "auto":
+        return requested
+    return "torch" if on_gpu and not shared else "mpi"
+
+
+def shared_gpus(plan: RolePlan, devices: dict[int, torch.device], members: list[int]) -> str:
+    """'' or a description of the first GPU two members share."""
+    seen: dict[tuple[int, str], int] = {}
+    for rank in members:
+        if devices[rank].type != "cuda":
+            continue
+        key = (plan.node_of[rank], str(devices[rank]))
+        if key in seen:
+            return f"ranks {seen[key]} and {rank} share {key[1]} on node {key[0]}"
+        seen[key] = rank
+    return ""

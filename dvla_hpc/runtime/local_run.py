@@ -81,9 +81,11 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
         stopped_by=stop_request.signal_name or reason, policy_version=learner.version,
         versions_skipped=publisher.skipped, weight_bytes=int(learner.flat.numel() * 4), learners=1,
         replica_checks=0, data_plane={"backend": "in-process", "mib_received": 0.0},
-        devices={"sim": "cpu", "infer": str(device), "learn": str(device)}, pools={"episodes": learn_ports.episode_pool.stats()},
+        devices={"sim": "cpu", "infer": str(device), "learn": str(device)},
+        pools={"episodes": learn_ports.episode_pool.stats()},
         checkpoint=str(ckpt), memory=memory_report(rss),
         heartbeats={"received": 0, "ranks": 0, "max_silence_s": 0.0},
-        ranks=rank_summary([("local", rank_report(telemetry, heartbeats_sent=0))]), gpu=telemetry.gpu)
+        ranks=rank_summary([("local", rank_report(telemetry, heartbeats_sent=0))]),
+        gpu=telemetry.summary()["gpu"])
     telemetry.close()
     return summary

@@ -21,7 +21,8 @@ from dvla_hpc.planes.control import ControlPlane
 from dvla_hpc.planes.data_pump import DataPump
 from dvla_hpc.roles.common import RankContext
 from dvla_hpc.runtime.blueprint import Blueprint, check_learner_split, episode_budget
-from dvla_hpc.runtime.devices import GPU_ROLES, DeviceError, device_kind, gpu_assignment, visible_gpus
+from dvla_hpc.runtime.devices import (GPU_ROLES, DeviceError, data_backend, device_kind, gpu_assignment,
+                                      visible_gpus)
 from dvla_hpc.runtime.memory_check import check_memory_plan
 from dvla_hpc.runtime.run_dir import prepare_run_dir
 from dvla_hpc.runtime.signals import StopRequest
@@ -73,6 +74,7 @@ def run_mpi(cfg: Config, run_dir: Path, world: MPI.Comm, stop_request: StopReque
     try:  # every rank plans alike, so every rank refuses alike
         plan = plan_roles(cfg, world)
         devices = place_devices(cfg, world, plan)
+        backend = data_backend(cfg.planes.data_backend, devices, plan)
     except (LayoutError, ConfigError, DeviceError) as err:
         if world.Get_rank() == 0:
             kind = {LayoutError: "layout", ConfigError: "config", DeviceError: "device"}[type(err)]
@@ -93,7 +95,6 @@ def run_mpi(cfg: Config, run_dir: Path, world: MPI.Comm, stop_request: StopReque
         refusal = str(err)
     refuse(world, refusal, "memory")
     comms = build_communicators(world, plan)
-    backend = data_backend(cfg, devices, plan)
     torch_plane = None
     if backend == "torch":
         from dvla_hpc.planes.torch_plane import init_torch_plane
@@ -128,13 +129,6 @@ def run_mpi(cfg: Config, run_dir: Path, world: MPI.Comm, stop_request: StopReque
         torch_plane.shutdown()
     telemetry.close()
     return summary
-
-
-def data_backend(cfg: Config, devices: dict[int, torch.device], plan: RolePlan) -> str:
-    if cfg.planes.data_backend != "auto":
-        return cfg.planes.data_backend
-    on_gpu = any(devices[r].type == "cuda" for r in range(plan.world_size))
-    return "torch" if on_gpu else "mpi"
 
 
 def describe_devices(plan: RolePlan, devices: dict[int, torch.device]) -> dict[str, str]:

@@ -3,7 +3,7 @@ run, printed without training or allocating the model (parameters are counted on
 
 For N ranks it plans as `mpiexec -n N` would on nodes like this one: `layout.ranks_per_node`
 emulates the nodes (default: all N on this node), and each node is assumed to show as many GPUs
-as this one does."""
+as this one does, or `--gpus-per-node` (to plan a GPU job from a login node without GPUs)."""
 from __future__ import annotations
 
 import torch
@@ -15,8 +15,8 @@ from dvla_hpc.runtime.memory_check import rank_plan
 from dvla_hpc.runtime.topology import RolePlan, plan_layout
 
 
-def plan_devices(cfg: Config, plan: RolePlan) -> dict[int, torch.device]:
-    gpus = visible_gpus() if cfg.run.device != "cpu" else 0
+def plan_devices(cfg: Config, plan: RolePlan, gpus_per_node: int | None) -> dict[int, torch.device]:
+    gpus = 0 if cfg.run.device == "cpu" else visible_gpus() if gpus_per_node is None else gpus_per_node
     gpu_ranks = {r: gpus for r in range(plan.world_size) if plan.roles[r] in ("infer", "learn")}
     if device_kind(cfg.run.device, gpu_ranks) == "cpu":
         return {r: torch.device("cpu") for r in range(plan.world_size)}
@@ -25,12 +25,13 @@ def plan_devices(cfg: Config, plan: RolePlan) -> dict[int, torch.device]:
             for r in range(plan.world_size)}
 
 
-def describe_plan(cfg: Config, ranks: int) -> str:
+def describe_plan(cfg: Config, ranks: int, gpus_per_node: int | None = None) -> str:
     bp = Blueprint.from_config(cfg)
     if ranks == 1:
-        device = local_device(cfg.run.device)
+        device = local_device(cfg.run.device) if gpus_per_node is None else \
+            torch.device("cuda", 0) if gpus_per_node and cfg.run.device != "cpu" else torch.device("cpu")
         memory = rank_plan(bp, "local", device, samplers=1)
-        return "\n".join([f"layout: 1 process, every lane a thread (single-process mode)",
+        return "\n".join(["layout: 1 process, every lane a thread (single-process mode)",
                           f"device: {device}", memory.format()])
     per_node = cfg.layout.ranks_per_node or ranks
     node_of = [r // per_node for r in range(ranks)]
@@ -40,7 +41,7 @@ def describe_plan(cfg: Config, ranks: int) -> str:
     sims = plan.ranks("sim")
     episode_budget(cfg, len(sims))
     check_learner_split(cfg, len(sims))
-    devices = plan_devices(cfg, plan)
+    devices = plan_devices(cfg, plan, gpus_per_node)
     lines = [f"layout: {plan.describe()}"]
     for role in ("learn", "infer", "sim"):
         ranks_of_role = plan.ranks(role)

@@ -58,11 +58,12 @@ def rank_summary(reports: list[tuple[str, RankReport]]) -> dict:
     for role in sorted({role for role, _ in reports}):
         mine = [r for rr, r in reports if rr == role]
         gpu = [r for r in mine if r.gpu_util_percent_mean >= 0]
+        gpu_util = sum(r.gpu_util_percent_mean for r in gpu) / len(gpu) if gpu else None
         out[role] = {
             "ranks": len(mine),
             "cpu_percent_mean": round(sum(r.cpu_percent_mean for r in mine) / len(mine), 1),
             "rss_mib_max": round(max(r.rss_mib_max for r in mine), 1),
-            "gpu_util_percent_mean": round(sum(r.gpu_util_percent_mean for r in gpu) / len(gpu), 1) if gpu else None,
+            "gpu_util_percent_mean": None if gpu_util is None else round(gpu_util, 1),
             "gpu_mem_used_mib_max": round(max(r.gpu_mem_used_mib_max for r in gpu), 1) if gpu else None,
             "device_peak_mib_max": max(r.device_peak_mib for r in mine),
             "allocations_after_warmup": sum(r.allocations_after_warmup for r in mine),

@@ -52,7 +52,8 @@ def supervise(cfg: Config, learn: LearnLane, lanes: list[Lane], metrics: Metrics
                 rss_mib = rss.sample(now - started)
                 metrics.log({"kind": "lanes", "t": round(now - started, 3),
                              "env_steps": learn.progress.env_steps,
-                             **{lane.name: asdict(lane.report()) for lane in lanes}, "rss_mib": round(rss_mib, 1),
+                             **{lane.name: asdict(lane.report()) for lane in lanes},
+                             "rss_mib": round(rss_mib, 1),
                              "data_path_allocations_after_warmup": sum(DATA_PATH.after_warmup.values()),
                              "ranks": telemetry()})
             bar.update(learn.progress)

@@ -27,7 +27,8 @@ bp = Blueprint.from_config(cfg)
 group = None
 if backend == "torch":
     from dvla_hpc.planes.torch_plane import init_torch_plane
-    plane = init_torch_plane(world, list(range(size)), list(range(size)), list(range(size)), torch.device("cpu"))
+    everyone = list(range(size))
+    plane = init_torch_plane(world, everyone, everyone, everyone, torch.device("cpu"))
     group = plane.learners
 replicas = LearnerReplicas(world.Dup(), group, cfg.learn.allreduce_bucket_mib, check=True)
 learner = assembly.build_learner(bp, torch.device("cpu"), replicas)
