@@ -29,7 +29,7 @@ bench: $(STAMP)
 # (the device tool's machines): `make gpu-check OUT=dir`, with the folder .whl made here by
 # `make gpu-wheels` carried along. Writes OUT/gpu_check.json; see dvla_hpc/bench/gpu_check.py.
 GPU_SITE := /tmp/dvla-site
-GPU_WHEELS := mujoco==4.0.0 mujoco-core==4.0.0 glfw==2.11.0 PyOpenGL==3.1.10 gymnasium==1.4.0 \
+GPU_WHEELS := mujoco==4.0.0 mujoco-core==4.0.0 mujoco-studio==4.0.0 glfw==2.11.0 PyOpenGL==3.1.10 gymnasium==1.4.0 \
 	Farama-Notifications==0.0.6 mpich==5.0.2 mpi4py==4.1.2
 gpu-check:
 	@test -n "$(OUT)" || { echo "usage: make gpu-check OUT=dir"; exit 2; }

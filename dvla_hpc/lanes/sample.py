@@ -1,6 +1,8 @@
 """Sampling lane: steps one sampler's envs in two halves, ships observation slots, applies actions.
 
-Async mode runs one endless round: while half A steps, the infer lane works on half B. Sync mode
+Async mode runs one endless round: while half A steps, the infer lane works on half B; flow control
+(`FlowControl`) parks envs whose next episode would open a group the learners cannot train fresh,
+and a half whose envs are all parked rests until a newer version is announced. Sync mode
 runs rounds of a fixed episode budget with no overlap: ship both halves, wait for both action
 slots, step both, and park each env whose episode ends once the budget is spent; when every env
 is parked the round is over. The next round's observations carry its number, and the infer lane
@@ -29,6 +31,15 @@ class GroupSchedule:
         self.group_size = group_size
         self.resets = 0
 
+    @property
+    def continues_group(self) -> bool:
+        """The next reset joins a group already started."""
+        return self.resets % self.group_size != 0
+
+    @property
+    def groups_started(self) -> int:
+        return -(-self.resets // self.group_size)
+
     def next(self) -> tuple[int, int]:
         group = self.sampler_id * GROUP_KEY_STRIDE + self.resets // self.group_size
         self.resets += 1
@@ -42,6 +53,29 @@ def learner_for_group(group: int, learners: int) -> int:
     even share and a group never splits."""
     sampler, index = divmod(group, GROUP_KEY_STRIDE)
     return (sampler + index) % learners
+
+
+class FlowControl:
+    """Async mode: samplers run only as far ahead of the learners as they can train fresh.
+
+    Each published version means the learners consumed `groups_per_update` groups, so a sampler
+    that knows version v may have started at most ceil((v + ahead) * groups_per_update / samplers)
+    + (learners - 1) groups; an env whose next episode would open a group beyond that is parked
+    until a newer version is announced. A group once started always completes (its later members
+    never wait), and the learners - 1 spare groups keep every learner's round-robin share whole,
+    so the learners always get the groups their next update needs: the throttle cannot deadlock."""
+
+    def __init__(self, groups_per_update: int, samplers: int, learners: int, ahead: int, version: int = 0):
+        self.groups_per_update, self.samplers, self.learners = groups_per_update, samplers, learners
+        self.ahead = ahead
+        self.version = version
+
+    def observe(self, version: int) -> None:
+        self.version = max(self.version, version)
+
+    def allows(self, groups: int) -> bool:
+        per_sampler = -(-(self.version + self.ahead) * self.groups_per_update // self.samplers)
+        return groups <= per_sampler + self.learners - 1
 
 
 class EpisodeBudget:
@@ -72,12 +106,13 @@ class EpisodeBudget:
 class SampleLane(Lane):
     def __init__(self, sampler_id: int, make_env: Callable[[], VectorEnv], num_envs: int,
                  schedule: GroupSchedule, budget: EpisodeBudget, obs_pool: SlabPool, obs_out: SlotQueue,
-                 action_pool: SlabPool, action_in: SlotQueue, stop, failed):
+                 action_pool: SlabPool, action_in: SlotQueue, stop, failed, flow: FlowControl | None = None):
         super().__init__("sample", stop, failed)
         self.sampler_id = sampler_id
         self.make_env = make_env
         self.env: VectorEnv | None = None
-        self.schedule, self.budget = schedule, budget
+        self.schedule, self.budget, self.flow = schedule, budget, flow
+        self.parked_halves = 0
         self.obs_pool, self.obs_out = obs_pool, obs_out
         self.action_pool, self.action_in = action_pool, action_in
         self.worker_restarts = 0
@@ -104,12 +139,52 @@ class SampleLane(Lane):
             self.run_async()
 
     def run_async(self) -> None:
-        for half in self.start_round():
+        """Each action slab steps its half, which ships again. A half whose envs flow control
+        has all parked rests until a newer version allows new groups."""
+        resting = set(range(2)) - set(self.start_round())
+        for half in sorted(set(range(2)) - resting):
             if not self.ship(half):
                 return
-        for slot in self.each(self.action_in.get):
-            if not self.ship(self.apply(slot)):
-                return
+        while not self.stop.is_set():
+            with self.waiting():
+                slot = self.action_in.get(0.05)
+            shipping = []
+            if slot is not None:
+                half = self.apply(slot)
+                if self.live[self.halves[half]].any():
+                    shipping.append(half)
+                else:
+                    resting.add(half)
+                    self.parked_halves += 1
+            for half in sorted(resting):
+                if self.restart(half):
+                    resting.discard(half)
+                    shipping.append(half)
+            for half in shipping:
+                if not self.ship(half):
+                    return
+
+    def may_start(self) -> bool:
+        """Whether the next episode may begin: within the round's budget (sync mode) and, when it
+        opens a new group, within what flow control allows (async mode)."""
+        if self.flow is not None and not self.schedule.continues_group \
+                and not self.flow.allows(self.schedule.groups_started + 1):
+            return False
+        return self.budget.take()
+
+    def restart(self, half: int) -> bool:
+        """Reset the resting half's envs that flow control now lets start; whether any did."""
+        ids = self.halves[half]
+        for i in ids:
+            self.live[i] = self.may_start()
+            if self.live[i]:
+                self.group[i], self.seed[i] = self.schedule.next()
+        starting = ids[self.live[ids]]
+        for i in starting:
+            self.draw_next(i)
+        if len(starting):
+            self.env.reset_async(starting, self.seed[starting])
+        return len(starting) > 0
 
     def run_sync_rounds(self) -> None:
         while not self.stop.is_set():
@@ -134,7 +209,7 @@ class SampleLane(Lane):
         """Reset the envs this round's budget covers; the halves that have any."""
         self.budget.new_round()
         for i in range(len(self.live)):
-            self.live[i] = self.budget.take()
+            self.live[i] = self.may_start()
             if self.live[i]:
                 self.group[i], self.seed[i] = self.schedule.next()
         for i in np.flatnonzero(self.live):
@@ -148,13 +223,13 @@ class SampleLane(Lane):
         return active
 
     def draw_next(self, i: int) -> None:
-        self.has_next[i] = self.budget.take()
+        self.has_next[i] = self.may_start()
         if self.has_next[i]:
             self.next_group[i], self.next_seed[i] = self.schedule.next()
 
     def counters(self) -> dict[str, float]:
         restarts = self.env.worker_restarts if self.env is not None else self.worker_restarts
-        return {"env_steps": self.env_steps, "worker_restarts": restarts}
+        return {"env_steps": self.env_steps, "worker_restarts": restarts, "parked_halves": self.parked_halves}
 
     def close(self) -> None:
         if self.env is not None:

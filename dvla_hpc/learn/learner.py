@@ -55,10 +55,10 @@ class GRPOLearner:
         self.replicas = replicas or LearnerReplicas()
         self.version = 0
         self.generator = torch.Generator().manual_seed(seed)
-        episodes = cfg.groups_per_update * cfg.group_size
-        self.arena = TrainingArena(spec, episodes, cfg.minibatch_size, instruction_tokens, device)
+        episodes = cfg.groups_per_update * cfg.group_size // self.replicas.size
+        mb = self.minibatch_size = max(1, cfg.minibatch_size // self.replicas.size)  # of the global one
+        self.arena = TrainingArena(spec, episodes, mb, instruction_tokens, device)
         capacity = episodes * spec.max_episode_steps
-        mb = cfg.minibatch_size
         self.rows = DATA_PATH.zeros("arena/rows", (capacity,), torch.int64, device)
         self.advantages = DATA_PATH.zeros("arena/advantages", (capacity,), torch.float32, device)
         self.mb_rows = DATA_PATH.zeros("arena/mb_rows", (mb,), torch.int64, device)
@@ -103,10 +103,12 @@ class GRPOLearner:
 
     def optimize(self, loaded: LoadedUpdate, agreed: Agreement) -> UpdateStats | None:
         """`epochs` passes of minibatch steps over the group's largest sample count: a replica
-        with fewer samples cycles through its own, one without any contributes zero gradients."""
+        with fewer samples cycles through its own, one without any contributes zero gradients.
+        Each replica's minibatch is its share of `learn.minibatch_size`, so the averaged
+        gradient of a step covers the configured minibatch whatever the number of learners."""
         if agreed.max_samples == 0:
             return None
-        n, mb = loaded.samples, self.cfg.minibatch_size
+        n, mb = loaded.samples, self.minibatch_size
         totals = dict.fromkeys(STAT_KEYS, 0.0)
         steps = 0
         for _ in range(self.cfg.epochs):

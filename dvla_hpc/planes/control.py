@@ -2,6 +2,7 @@
 Never carries bulk data, never blocks a lane: receives are pre-posted, sends are Isend."""
 from __future__ import annotations
 
+import threading
 import zlib
 from dataclasses import dataclass
 from enum import IntEnum
@@ -18,6 +19,7 @@ class Kind(IntEnum):
     HEARTBEAT = 1
     STOP = 2  # learner -> everyone: finish now
     STOP_REQUEST = 3  # any rank -> learner: a signal arrived here
+    WEIGHTS = 4  # learner root -> sim ranks: a version was published (flow control's credit)
     LANE_REPORT = 5  # any rank -> learner: one lane's shares and counters (runtime/reports.py)
     FINISHED = 6  # any rank -> learner: lanes joined, final reports sent
     RANK_REPORT = 7  # any rank -> learner: the rank's telemetry (runtime/reports.py)
@@ -82,14 +84,16 @@ class ControlPlane:
         self.send_bufs = [np.zeros(1, dtype=MESSAGE) for _ in range(send_slots)]
         self.sends: list[MPI.Request | None] = [None] * send_slots
         self.status = MPI.Status()
+        self.lock = threading.Lock()
 
     def post(self, dest: int, msg: Message) -> None:
-        """Non-blocking: encode into a free send slot and Isend it."""
-        for i, req in enumerate(self.sends):
-            if req is None or req.Test():
-                encode(msg, self.send_bufs[i])
-                self.sends[i] = self.comm.Isend(self.send_bufs[i].view(np.uint8), dest, CONTROL_TAG)
-                return
+        """Non-blocking: encode into a free send slot and Isend it (from any thread)."""
+        with self.lock:
+            for i, req in enumerate(self.sends):
+                if req is None or req.Test():
+                    encode(msg, self.send_bufs[i])
+                    self.sends[i] = self.comm.Isend(self.send_bufs[i].view(np.uint8), dest, CONTROL_TAG)
+                    return
         raise ControlError(f"rank {self.rank}: {len(self.sends)} control sends still in flight")
 
     def poll(self) -> list[Message]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -55,17 +56,23 @@ def raise_if_failed(lanes: list[Lane], failed: threading.Event) -> None:
         raise RuntimeError(f"lane {broken.name if broken else '?'} failed:\n{text}")
 
 
-def follow_until_stop(ctx: RankContext, lanes: list[Lane]) -> None:
-    """A rank other than the learner root: run until the root says STOP, then join the lanes,
-    send each lane's report and the rank's report, and say FINISHED."""
+def follow_until_stop(ctx: RankContext, lanes: list[Lane],
+                      hear: Callable[[Message], None] | None = None) -> None:
+    """A rank other than the learner root: run until the root says STOP (handing every other
+    message to `hear`), then join the lanes, send each lane's report and the rank's report, and
+    say FINISHED."""
     root = ctx.plan.learner_root
     next_beat = 0.0
     asked = False
     beats = 0
     while True:
         raise_if_failed(lanes, ctx.failed)
-        if any(m.kind == Kind.STOP for m in ctx.control.poll()):
+        messages = ctx.control.poll()
+        if any(m.kind == Kind.STOP for m in messages):
             break
+        if hear is not None:
+            for msg in messages:
+                hear(msg)
         if ctx.pump.error is not None:
             raise ctx.pump.error
         now = time.monotonic()

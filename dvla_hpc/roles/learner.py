@@ -54,7 +54,15 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
     publisher = WeightPublisher(learner.flat, wire_device(ctx))
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     send = TreeSendLane(distribution_tree(ctx, publisher.outgoing), publisher, sig.stop, sig.failed)
-    lanes = assembly.learn_lanes(bp, learner, ports, sig, metrics.log, writer, publisher.publish, send,
+    sims = ctx.plan.ranks("sim")
+
+    def publish(version: int) -> None:
+        """Weights down the tree; the version to every sampler, as flow control's credit."""
+        publisher.publish(version)
+        for rank in sims:
+            ctx.control.post(rank, Message(Kind.WEIGHTS, ctx.rank, version=version))
+
+    lanes = assembly.learn_lanes(bp, learner, ports, sig, metrics.log, writer, publish, send,
                                  checkpoint=lambda: save_learner(learner, lanes.learn.progress, run_dir))
     lanes.learn.progress.resume_from(resumed)
     inbox = RootInbox(ctx.plan, ctx.rank)

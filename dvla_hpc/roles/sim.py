@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dvla_hpc.memory.layouts import SlabKind
+from dvla_hpc.planes.control import Kind, Message
 from dvla_hpc.roles.common import ACTION_TAG, OBS_TAG, RankContext, follow_until_stop
 from dvla_hpc.runtime import assembly
 
@@ -13,9 +14,15 @@ def run_sim(ctx: RankContext) -> None:
     ctx.pump.send_from(ports.obs_out, ports.obs_pool, OBS_TAG, lambda slot: infer_rank)
     ctx.pump.receive_into(infer_rank, ACTION_TAG, ports.action_pool, ports.action_in, SlabKind.ACTIONS,
                           bp.cfg.env.envs_per_sampler // 2, depth=2)
+    flow = assembly.flow_control(bp, len(ctx.plan.ranks("sim")), len(ctx.plan.ranks("learn")))
     lanes = assembly.sim_lanes(bp, rank, len(ctx.plan.ranks("sim")), ports,
-                               assembly.Signals(ctx.stop, ctx.failed))
+                               assembly.Signals(ctx.stop, ctx.failed), flow)
     ctx.pump.start()
     for lane in lanes:
         lane.start()
-    follow_until_stop(ctx, lanes)
+
+    def hear(msg: Message) -> None:
+        if msg.kind == Kind.WEIGHTS and flow is not None:
+            flow.observe(msg.version)
+
+    follow_until_stop(ctx, lanes, hear)

@@ -17,7 +17,7 @@ from dvla_hpc.lanes.infer import EpisodeAssembler, InferLane
 from dvla_hpc.lanes.lane import Lane, SlotQueue
 from dvla_hpc.lanes.learn import LearnLane
 from dvla_hpc.lanes.record import RecordLane
-from dvla_hpc.lanes.sample import GroupSchedule, SampleLane
+from dvla_hpc.lanes.sample import FlowControl, GroupSchedule, SampleLane
 from dvla_hpc.learn.learner import GRPOLearner
 from dvla_hpc.learn.replicas import LearnerReplicas
 from dvla_hpc.memory.slab_pool import SlabPool
@@ -90,12 +90,22 @@ def local_ports(bp: Blueprint) -> tuple[SimPorts, InferPorts, LearnPorts]:
     return sim, infer, LearnPorts(episodes, episode_q)
 
 
-def sim_lanes(bp: Blueprint, sampler_id: int, samplers: int, ports: SimPorts, sig: Signals) -> list[Lane]:
+def flow_control(bp: Blueprint, samplers: int, learners: int, version: int = 0) -> FlowControl | None:
+    """Async mode's throttle of the samplers (None: sync mode, or pipeline.flow_versions_ahead=0)."""
+    cfg = bp.cfg
+    if cfg.run.mode == "sync" or cfg.pipeline.flow_versions_ahead == 0:
+        return None
+    return FlowControl(cfg.learn.groups_per_update, samplers, learners, cfg.pipeline.flow_versions_ahead,
+                       version)
+
+
+def sim_lanes(bp: Blueprint, sampler_id: int, samplers: int, ports: SimPorts, sig: Signals,
+              flow: FlowControl | None) -> list[Lane]:
     cfg = bp.cfg
     return [SampleLane(sampler_id, lambda: make_vector_env(cfg), cfg.env.envs_per_sampler,
                        GroupSchedule(cfg.run.seed, sampler_id, cfg.learn.group_size),
                        bp.episode_budget(samplers), ports.obs_pool, ports.obs_out,
-                       ports.action_pool, ports.action_in, sig.stop, sig.failed)]
+                       ports.action_pool, ports.action_in, sig.stop, sig.failed, flow)]
 
 
 def weight_holder(bp: Blueprint, device: torch.device, initial_version: int) -> DoubleBufferedWeights:

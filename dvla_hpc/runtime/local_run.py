@@ -49,15 +49,22 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
     writer = TrajectoryWriter(run_dir / "trajectories", 0, cfg.env.name, cfg.output.episodes_per_shard) \
         if cfg.output.record_every else None
 
+    flow = assembly.flow_control(bp, samplers=1, learners=1, version=learner.version)
+
+    def publish(version: int) -> None:
+        publisher.publish(version)
+        if flow is not None:
+            flow.observe(version)
+
     lanes: list[Lane] = []
     started = time.perf_counter()
     try:
         learner_lanes = assembly.learn_lanes(
-            bp, learner, learn_ports, sig, metrics.log, writer, publisher.publish,
+            bp, learner, learn_ports, sig, metrics.log, writer, publish,
             LocalDistributeLane(publisher, holder, sig.stop, sig.failed),
             checkpoint=lambda: save_learner(learner, learner_lanes.learn.progress, run_dir))
         learner_lanes.learn.progress.resume_from(resumed)
-        lanes = [*assembly.sim_lanes(bp, 0, 1, sim_ports, sig),
+        lanes = [*assembly.sim_lanes(bp, 0, 1, sim_ports, sig, flow),
                  *assembly.infer_lanes(bp, holder, infer_ports, cfg.run.seed + 1, sig),
                  *learner_lanes.all]
         for lane in lanes:

@@ -12,7 +12,7 @@ from dvla_hpc.planes.control import VALUES, Kind, Message
 SHARES = ("busy", "waiting", "items", "seconds")
 LANES = ("sample", "infer", "learn", "distribute", "record")
 LANE_COUNTERS: dict[str, tuple[str, ...]] = {
-    "sample": ("env_steps", "worker_restarts"),
+    "sample": ("env_steps", "worker_restarts", "parked_halves"),
     "infer": ("weight_swaps", "episodes"),
     "learn": (),
     "distribute": ("versions",),

@@ -22,6 +22,7 @@ world = MPI.COMM_WORLD
 rank, size = world.Get_rank(), world.Get_size()
 backend, mode = sys.argv[1], sys.argv[2]
 cfg = small_config()
+cfg.learn.groups_per_update = 2 * size  # each replica trains its share: two groups
 cfg.learn.allreduce_bucket_mib = 0.05  # several buckets for this small model
 bp = Blueprint.from_config(cfg)
 group = None
