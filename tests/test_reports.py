@@ -35,10 +35,12 @@ def test_rank_report_round_trips_with_its_role():
 
 
 def test_merge_averages_shares_and_sums_counters_per_lane():
-    reports = [LaneReport("sample", 0.2, 0.8, 10, 5.0, {"env_steps": 100, "worker_restarts": 1}),
-               LaneReport("sample", 0.4, 0.6, 30, 5.0, {"env_steps": 300, "worker_restarts": 0}),
+    reports = [LaneReport("sample", 0.2, 0.8, 10, 5.0,
+                          {"env_steps": 100, "worker_restarts": 1, "parked_halves": 2}),
+               LaneReport("sample", 0.4, 0.6, 30, 5.0,
+                          {"env_steps": 300, "worker_restarts": 0, "parked_halves": 0}),
                LaneReport("learn", 0.9, 0.1, 4, 5.0, {})]
     merged = merge_lane_reports(reports)
     assert merged["sample"] == {"busy": 0.3, "waiting": 0.7, "items": 40, "ranks": 2,
-                                "env_steps": 400, "worker_restarts": 1}
+                                "env_steps": 400, "worker_restarts": 1, "parked_halves": 2}
     assert merged["learn"]["ranks"] == 1 and "infer" not in merged

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from dvla_hpc.output.telemetry import TelemetrySample
+from dvla_hpc.memory.accounting import DATA_PATH
+from dvla_hpc.output.telemetry import Telemetry, TelemetrySample
 from dvla_hpc.planes.control import VALUES, Kind, Message
 
 SHARES = ("busy", "waiting", "items", "seconds")
@@ -95,10 +96,8 @@ def merge_lane_reports(reports: list[LaneReport]) -> dict:
     return merged
 
 
-def rank_report(telemetry, heartbeats_sent: int) -> RankReport:
+def rank_report(telemetry: Telemetry, heartbeats_sent: int) -> RankReport:
     """This process's report, from its telemetry (output/telemetry.py) and data-path accounting."""
-    from dvla_hpc.memory.accounting import DATA_PATH
-
     seen = telemetry.summary()
     path = DATA_PATH.report()
     return RankReport(cpu_percent_mean=seen["cpu_percent_mean"], rss_mib_max=seen["rss_mib_max"],
