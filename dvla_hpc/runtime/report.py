@@ -65,8 +65,11 @@ def rank_summary(reports: list[tuple[str, RankReport]]) -> dict:
             "rss_mib_max": round(max(r.rss_mib_max for r in mine), 1),
             "gpu_util_percent_mean": None if gpu_util is None else round(gpu_util, 1),
             "gpu_mem_used_mib_max": round(max(r.gpu_mem_used_mib_max for r in gpu), 1) if gpu else None,
+            "data_path_mib_max": max(r.data_path_mib for r in mine),
+            "device_data_path_mib_max": max(r.device_mib for r in mine),
             "device_peak_mib_max": max(r.device_peak_mib for r in mine),
             "allocations_after_warmup": sum(r.allocations_after_warmup for r in mine),
+            "heartbeats_sent": sum(r.heartbeats_sent for r in mine),
         }
     return out
 
