@@ -29,7 +29,7 @@ def episode(versions: list[int], success: bool, steps: int | None = None) -> Epi
     steps = steps or len(versions)
     versions = (versions * steps)[:steps]
     return EpisodeRecord(
-        images=np.zeros((steps, 4, 4, 3), dtype=np.uint8),
+        images=np.zeros((steps, 1, 4, 4, 3), dtype=np.uint8),
         proprio=np.zeros((steps, 2), dtype=np.float32),
         actions=np.zeros((steps, 2), dtype=np.float32),
         rewards=np.full(steps, float(success), dtype=np.float32),

@@ -40,7 +40,7 @@ def test_policy_on_the_conv_encoder_learns_to_read_the_image():
     bright = torch.arange(32) % 2 == 1
     images[bright] = 255
     target = bright.long().unsqueeze(1).repeat(1, 2) * 3  # bin 3 when bright, bin 0 when dark
-    batch = PolicyBatch(images, torch.zeros(32, 3), torch.ones(32, 2, dtype=torch.long))
+    batch = PolicyBatch(images[:, None], torch.zeros(32, 3), torch.ones(32, 2, dtype=torch.long))
     optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
     for _ in range(60):
         loss = torch.nn.functional.cross_entropy(policy(batch).flatten(0, 1), target.flatten())

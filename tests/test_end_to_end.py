@@ -51,7 +51,7 @@ def check_run_directory(out: Path, min_steps: int) -> dict:
     final_version = summary["policy_version"]
     for ep in episodes:
         assert ep.instruction in INSTRUCTIONS
-        assert ep.images.shape[1:] == (64, 64, 3)
+        assert ep.images.shape[1:] == (1, 64, 64, 3)
         assert ep.dones[-1] and not ep.dones[:-1].any()
         versions = ep.policy_versions
         assert (versions[1:] >= versions[:-1]).all() and versions.max() <= final_version

@@ -66,7 +66,7 @@ def test_registered_with_a_cheap_spec_in_both_modes():
 
 def test_pixel_observations_are_rendered_frames_with_no_proprio(pixel_env):
     first = pixel_env.reset(0)
-    assert first.image.shape == (32, 32, 3) and first.image.dtype == np.uint8
+    assert first.image.shape == (1, 32, 32, 3) and first.image.dtype == np.uint8
     assert first.proprio.shape == (0,) and first.proprio.dtype == np.float32
     assert first.task_index == 0
     assert first.image.std() > 5, "the frame should show a scene, not a blank"
@@ -81,7 +81,7 @@ def test_pixel_observations_are_rendered_frames_with_no_proprio(pixel_env):
 def test_state_observations_are_the_gym_vector_and_a_blank_image(state_env):
     first = state_env.reset(0)
     assert first.proprio.shape == (REACHER_STATE_DIM,) and first.proprio.dtype == np.float32
-    assert first.image.shape == (16, 16, 3) and first.image.dtype == np.uint8
+    assert first.image.shape == (1, 16, 16, 3) and first.image.dtype == np.uint8
     assert not first.image.any()
     reference = gymnasium.make("Reacher-v5")
     try:
@@ -228,6 +228,6 @@ def test_end_to_end_pixel_run_with_no_proprio(tmp_path):
     episodes = list(iter_episodes(out / "trajectories"))
     assert episodes, "no trajectories were written"
     for episode in episodes:
-        assert episode.images.shape[1:] == (40, 40, 3)
+        assert episode.images.shape[1:] == (1, 40, 40, 3)
         assert episode.proprio.shape == (episode.images.shape[0], 0)
         assert episode.instruction == "gymnasium Reacher-v5"

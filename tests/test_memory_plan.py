@@ -109,7 +109,7 @@ def saved_activation_bytes(bp: Blueprint, batch: int) -> int:
         return t
 
     spec = bp.spec
-    images = torch.randint(0, 256, (batch, *spec.image_shape), dtype=torch.uint8)
+    images = torch.randint(0, 256, (batch, *spec.frames_shape), dtype=torch.uint8)
     words = bp.instruction_tokens[torch.arange(batch) % len(bp.instruction_tokens)]
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(PolicyBatch(images, torch.randn(batch, spec.proprio_dim), words))

@@ -65,7 +65,7 @@ def test_different_seeds_give_different_layouts_and_tasks(env):
 
 def test_observation_matches_spec(env):
     obs = env.reset(0)
-    assert obs.image.shape == env.spec.image_shape and obs.image.dtype == np.uint8
+    assert obs.image.shape == env.spec.frames_shape == (1, *env.spec.image_shape) and obs.image.dtype == np.uint8
     assert obs.proprio.shape == (env.spec.proprio_dim,) and obs.proprio.dtype == np.float32
     assert env.spec.instructions[obs.task_index].endswith(("red cube", "green cube", "blue cube"))
     assert env.spec.instructions == ("reach the red cube", "reach the green cube", "reach the blue cube")
@@ -76,11 +76,11 @@ def test_observation_matches_spec(env):
 def test_each_cube_and_the_effector_are_drawn_where_they_are(env, seed):
     obs = env.reset(seed)
     for cube, mask_of in enumerate(COLOUR_MASKS):
-        rows, cols = np.nonzero(mask_of(obs.image))
+        rows, cols = np.nonzero(mask_of(obs.image[0]))
         assert len(rows) >= 9, f"cube {cube} covers only {len(rows)} saturated pixels"
         expected_row, expected_col = env.pixel_of(env.cube_positions[cube])
         assert abs(rows.mean() - expected_row) < 1.5 and abs(cols.mean() - expected_col) < 1.5
-    rows, cols = np.nonzero(white_mask(obs.image))
+    rows, cols = np.nonzero(white_mask(obs.image[0]))
     assert len(rows) >= 4
     expected_row, expected_col = env.pixel_of(env.effector_position)
     assert abs(rows.mean() - expected_row) < 1.5 and abs(cols.mean() - expected_col) < 1.5
@@ -176,7 +176,7 @@ def test_bad_inputs_are_rejected_with_clear_errors(env):
 def test_spec_for_agrees_with_a_built_env():
     built = TabletopReachEnv(image_size=32, max_episode_steps=7)
     assert TabletopReachEnv.spec_for(image_size=32, max_episode_steps=7) == built.spec
-    assert built.reset(0).image.shape == (32, 32, 3)
+    assert built.reset(0).image.shape == (1, 32, 32, 3)
     built.close()
 
 

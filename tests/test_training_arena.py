@@ -43,7 +43,8 @@ def test_minibatch_gathers_exactly_the_requested_steps():
     starts = [arena.load(view) for view in pool.slots]
     wanted = [(1, 24), (0, 0), (3, 11), (2, 0), (1, 3)]
     rows = torch.tensor([starts[e] + s for e, s in wanted])
-    batch, tokens, logp = arena.minibatch(rows)
+    batch, tokens, logp, executed = arena.minibatch(rows)
+    assert executed is None  # no action chunks: every action ran
     for i, (e, s) in enumerate(wanted):
         ep = pool.slots[e]
         assert np.array_equal(batch.images[i].numpy(), ep["image"][s])

@@ -37,7 +37,7 @@ def make_episode(key: int, steps: int | None = None) -> EpisodeRecord:
     dones = np.zeros(steps, dtype=bool)
     dones[-1] = True
     return EpisodeRecord(
-        images=rng.integers(0, 256, size=(steps, 8, 10, 3), dtype=np.uint8),
+        images=rng.integers(0, 256, size=(steps, 1, 8, 10, 3), dtype=np.uint8),
         proprio=rng.standard_normal((steps, 7)).astype(np.float32),
         actions=rng.uniform(-1, 1, size=(steps, 4)).astype(np.float32),
         rewards=rng.standard_normal(steps).astype(np.float32),

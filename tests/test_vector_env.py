@@ -10,7 +10,7 @@ from dvla_hpc.envs.vector import VectorEnv
 from dvla_hpc.envs.vector_runner import EnvStepError
 
 SMALL = {"image_size": 32}
-FIELDS = ("image", "proprio", "task_index", "reward", "done", "success", "failed", "episode_step")
+FIELDS = ("image", "proprio", "task_index", "reward", "done", "success", "failed", "episode_step", "env_steps")
 
 
 def snapshot(vec: VectorEnv) -> dict[str, np.ndarray]:
@@ -174,14 +174,14 @@ def test_close_unlinks_shared_memory_and_stops_workers():
             os.kill(pid, 0)
     with pytest.raises(RuntimeError, match="closed"):
         vec.step_async(np.arange(2), np.zeros((2, 2)), np.zeros(2, np.int64))
-    view[0, 0, 0, 0] = 7  # still mapped, just no longer named
-    assert view[0, 0, 0, 0] == 7
+    view[0, 0, 0, 0, 0] = 7  # still mapped, just no longer named
+    assert view[0, 0, 0, 0, 0] == 7
 
 
 def test_inline_buffers_are_plain_arrays_with_the_spec_shapes():
     with VectorEnv("tabletop_reach", SMALL, 3, 0) as vec:
         assert vec.shm_name is None and vec.worker_pids() == []
-        assert vec.image.shape == (3, 32, 32, 3) and vec.image.dtype == np.uint8
+        assert vec.image.shape == (3, 1, 32, 32, 3) and vec.image.dtype == np.uint8
         assert vec.proprio.shape == (3, vec.spec.proprio_dim) and vec.proprio.dtype == np.float32
         vec.reset_async(np.array([2]), np.array([9]))
         np.testing.assert_array_equal(vec.image[2], first_image(9))

@@ -128,7 +128,7 @@ def learn_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device)
     t = bp.spec.max_episode_steps
     for view in pool.slots:
         stamp(view["header"], SlabKind.EPISODE)
-        view["header"][H.COUNT] = t
+        view["header"][H.COUNT] = view["header"][H.ENV_STEPS] = t
         view["image"][:] = rng.integers(0, 255, view["image"].shape, dtype=np.uint8)
         view["tokens"][:] = rng.integers(0, cfg.model.action_bins, view["tokens"].shape)
         view["logp"][:] = -np.log(cfg.model.action_bins)

@@ -36,7 +36,7 @@ def synthetic_groups(bp: Blueprint, version: int) -> tuple[SlabPool, list]:
     rng = np.random.default_rng(0)
     for view in pool.slots:
         stamp(view["header"], SlabKind.EPISODE)
-        view["header"][H.COUNT] = t
+        view["header"][H.COUNT] = view["header"][H.ENV_STEPS] = t
         view["image"][:] = rng.integers(0, 255, view["image"].shape, dtype=np.uint8)
         view["tokens"][:] = rng.integers(0, bp.cfg.model.action_bins, view["tokens"].shape)
         view["logp"][:] = -np.log(bp.cfg.model.action_bins)

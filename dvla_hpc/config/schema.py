@@ -35,7 +35,8 @@ class RunConfig:
 class EnvConfig:
     name: str = "tabletop_reach"
     image_size: int = field(default=64, metadata=bounds(16, 512))
-    max_episode_steps: int = field(default=25, metadata=bounds(1))
+    max_episode_steps: int = field(default=0, metadata=bounds(
+        0, doc="0 = the task's own cap (tabletop 25, gymnasium 50, LIBERO the suite's)"))
     envs_per_sampler: int = field(default=16, metadata=bounds(1))
     workers_per_sampler: int = field(default=2, metadata=bounds(0, doc="0 = step envs in the sampler itself"))
     step_timeout_s: float = field(default=30.0, metadata=bounds(0.1))
@@ -47,6 +48,14 @@ class EnvConfig:
         default="Reacher-v5", metadata=bounds(doc="gymnasium id; used when env.name=gymnasium"))
     observation: Literal["pixels", "state"] = field(
         default="pixels", metadata=bounds(doc="gymnasium inputs: rendered pixels or the state vector"))
+    suite: Literal["spatial", "object", "goal", "10", "90"] = field(
+        default="spatial", metadata=bounds(doc="LIBERO suite; used when env.name=libero"))
+    tasks: str = field(default="", metadata=bounds(
+        doc="LIBERO task ids, comma-separated (e.g. 0,3); empty = every task of the suite"))
+    cameras: str = field(default="agentview,wrist", metadata=bounds(
+        doc="LIBERO cameras, comma-separated: agentview, wrist"))
+    fast_render: bool = field(default=False, metadata=bounds(
+        doc="LIBERO: no shadows or multisampling; faster on CPUs, departs from the standard look"))
 
 
 @dataclass
@@ -67,6 +76,9 @@ class ModelConfig:
     action_bins: int = field(default=11, metadata=bounds(2, 1024))
     vocab_size: int = field(default=256, metadata=bounds(8))
     max_instruction_tokens: int = field(default=8, metadata=bounds(1))
+    action_chunk: int = field(default=1, metadata=bounds(1, 64, doc=(
+        "actions predicted per inference call and executed open-loop; inference runs once every "
+        "action_chunk env steps")))
 
 
 @dataclass

@@ -6,6 +6,7 @@ with fresh seeds, so one configured fault fires once per matching episode, not f
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -50,10 +51,10 @@ class FaultyEnv:
         _validate(fault, fault_step, fault_seed, fault_seconds)
         return _renamed(TabletopReachEnv.spec_for(**tabletop_kwargs))
 
-    def reset(self, seed: int) -> Observation:
+    def reset(self, seed: int, task: int | None = None) -> Observation:
         self._seed, self._steps = int(seed), 0
         self._maybe_fault()
-        return self._inner.reset(seed)
+        return self._inner.reset(seed, task)
 
     def step(self, action: np.ndarray) -> StepResult:
         self._steps += 1
@@ -79,8 +80,7 @@ class FaultyEnv:
 
 
 def _renamed(spec: EnvSpec) -> EnvSpec:
-    return EnvSpec(spec.image_shape, spec.proprio_dim, spec.action_dim, spec.max_episode_steps,
-                   spec.instructions, name=ENV_NAME)
+    return dataclasses.replace(spec, name=ENV_NAME)
 
 
 def _validate(fault: str, fault_step: int, fault_seed: int | None, fault_seconds: float | None) -> None:

@@ -198,9 +198,11 @@ class GymnasiumEnv:
         return scaled.astype(self._action_dtype)
 
     # --- Env protocol ---
-    def reset(self, seed: int) -> Observation:
+    def reset(self, seed: int, task: int | None = None) -> Observation:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        if task not in (None, 0):
+            raise ValueError(f"a gymnasium env has one task (index 0), got task {task!r}")
         env = self._require_open()
         state, _ = env.reset(seed=int(seed))
         self._episode_step = 0
@@ -232,6 +234,6 @@ class GymnasiumEnv:
 
     def _observation(self, state: np.ndarray) -> Observation:
         if self.observation == "pixels":
-            return Observation(image=render_frame(self._env), proprio=np.zeros(0, np.float32), task_index=0)
+            return Observation(image=render_frame(self._env)[None], proprio=np.zeros(0, np.float32), task_index=0)
         proprio = np.asarray(state, dtype=np.float32).reshape(-1)
-        return Observation(image=np.zeros(self.spec.image_shape, np.uint8), proprio=proprio, task_index=0)
+        return Observation(image=np.zeros(self.spec.frames_shape, np.uint8), proprio=proprio, task_index=0)

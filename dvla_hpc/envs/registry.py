@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+from dvla_hpc.envs.action_chunk import ActionChunkEnv, chunked_spec
 from dvla_hpc.envs.faulty import FAULT_KWARGS, FaultyEnv
 from dvla_hpc.envs.gymnasium_env import GymnasiumEnv
 from dvla_hpc.envs.protocol import Env, EnvSpec
@@ -30,12 +31,15 @@ def known_env_names() -> tuple[str, ...]:
     return tuple(sorted(_REGISTRY))
 
 
-def make_env(name: str, **kwargs: object) -> Env:
-    return _lookup(name, kwargs).factory(**kwargs)
+def make_env(name: str, action_chunk: int = 1, **kwargs: object) -> Env:
+    """`action_chunk` = k > 1 wraps the env so that one action is k actions run open-loop."""
+    env = _lookup(name, kwargs).factory(**kwargs)
+    return ActionChunkEnv(env, action_chunk) if action_chunk > 1 else env
 
 
-def env_spec(name: str, **kwargs: object) -> EnvSpec:
-    return _lookup(name, kwargs).spec_for(**kwargs)
+def env_spec(name: str, action_chunk: int = 1, **kwargs: object) -> EnvSpec:
+    spec = _lookup(name, kwargs).spec_for(**kwargs)
+    return chunked_spec(spec, action_chunk) if action_chunk > 1 else spec
 
 
 def _lookup(name: str, kwargs: dict[str, object]) -> _Entry:

@@ -150,11 +150,13 @@ class TabletopReachEnv:
         return self.oracle_action_for(self._target_index)
 
     # --- Env protocol ---
-    def reset(self, seed: int) -> Observation:
+    def reset(self, seed: int, task: int | None = None) -> Observation:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         rng = np.random.default_rng(int(seed))
         self._target_index = int(rng.integers(3))
+        if task is not None:
+            self._target_index = _task_index(task)
         effector = rng.uniform(-self.config.start_jitter, self.config.start_jitter, size=2)
         cubes = self._sample_cube_layout(rng, effector)
         data = self._data
@@ -226,4 +228,10 @@ class TabletopReachEnv:
         image = self._renderer.render()
         velocity = self._data.qvel[self._effector_qvel_adr] / self._top_speed
         proprio = np.concatenate([self.effector_position / scene.EFFECTOR_LIMIT, velocity]).astype(np.float32)
-        return Observation(image=image, proprio=proprio, task_index=self._target_index)
+        return Observation(image=image[None], proprio=proprio, task_index=self._target_index)
+
+
+def _task_index(task: int) -> int:
+    if isinstance(task, bool) or not isinstance(task, (int, np.integer)) or not 0 <= task < len(INSTRUCTIONS):
+        raise ValueError(f"task must be an index in 0..{len(INSTRUCTIONS) - 1}, got {task!r}")
+    return int(task)

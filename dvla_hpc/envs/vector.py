@@ -88,7 +88,7 @@ class VectorEnv:
             raise
 
     # --- result buffers (see EnvBuffers): row i is env i ---
-    image = _BufferView()  # (N, H, W, 3) uint8
+    image = _BufferView()  # (N, cameras, H, W, 3) uint8
     proprio = _BufferView()  # (N, P) float32
     task_index = _BufferView()  # (N,) int32
     reward = _BufferView()  # (N,) float32
@@ -96,6 +96,7 @@ class VectorEnv:
     success = _BufferView()  # (N,) bool
     failed = _BufferView()  # (N,) bool
     episode_step = _BufferView()  # (N,) int32
+    env_steps = _BufferView()  # (N,) int32
 
     def worker_pids(self) -> list[int]:
         """Process ids of the current workers, indexed by worker; empty when inline."""

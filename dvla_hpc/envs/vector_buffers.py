@@ -16,7 +16,7 @@ _ALIGNMENT = 64
 class EnvBuffers:
     """Row i belongs to env i. Obs fields hold the latest observation; the rest describe the last step."""
 
-    image: np.ndarray  # (N, H, W, 3) uint8
+    image: np.ndarray  # (N, cameras, H, W, 3) uint8
     proprio: np.ndarray  # (N, P) float32
     task_index: np.ndarray  # (N,) int32
     reward: np.ndarray  # (N,) float32
@@ -24,6 +24,7 @@ class EnvBuffers:
     success: np.ndarray  # (N,) bool
     failed: np.ndarray  # (N,) bool: the worker holding this env crashed or hung during the step
     episode_step: np.ndarray  # (N,) int32: steps taken in the episode the obs fields show
+    env_steps: np.ndarray  # (N,) int32: simulator steps the last step took (1, or up to k for a chunk)
 
     @classmethod
     def allocate(cls, spec: EnvSpec, num_envs: int) -> EnvBuffers:
@@ -68,7 +69,7 @@ def map_shared_block(name: str, size: int) -> mmap.mmap:
 def _layout(spec: EnvSpec, num_envs: int) -> list[tuple[str, tuple[int, ...], np.dtype]]:
     n = num_envs
     return [
-        ("image", (n, *spec.image_shape), np.dtype(np.uint8)),
+        ("image", (n, *spec.frames_shape), np.dtype(np.uint8)),
         ("proprio", (n, spec.proprio_dim), np.dtype(np.float32)),
         ("task_index", (n,), np.dtype(np.int32)),
         ("reward", (n,), np.dtype(np.float32)),
@@ -76,6 +77,7 @@ def _layout(spec: EnvSpec, num_envs: int) -> list[tuple[str, tuple[int, ...], np
         ("success", (n,), np.dtype(np.bool_)),
         ("failed", (n,), np.dtype(np.bool_)),
         ("episode_step", (n,), np.dtype(np.int32)),
+        ("env_steps", (n,), np.dtype(np.int32)),
     ]
 
 

@@ -50,6 +50,7 @@ class EnvRunner:
             out.reward[env_id], out.done[env_id] = result.reward, result.done
             out.success[env_id] = result.success
             out.failed[env_id] = False
+            out.env_steps[env_id] = result.env_steps
             if result.done:
                 self._write_observation(env_id, env.reset(seed), episode_step=0)
             else:
@@ -58,6 +59,7 @@ class EnvRunner:
             failed = op == OP_FAILED_RESET
             out.reward[env_id], out.success[env_id] = 0.0, False
             out.done[env_id] = out.failed[env_id] = failed
+            out.env_steps[env_id] = 0
             self._write_observation(env_id, env.reset(seed), episode_step=0)
         else:
             raise ValueError(f"unknown op code {op}")

@@ -13,14 +13,14 @@ from dvla_hpc.model.vla import PolicyBatch
 
 
 class BatchStager:
-    def __init__(self, max_envs: int, image_shape: tuple[int, ...], proprio_dim: int,
+    def __init__(self, max_envs: int, frames_shape: tuple[int, ...], proprio_dim: int,
                  instruction_tokens: torch.Tensor, device: torch.device):
         self.device = device
         self.instruction_tokens = instruction_tokens.to(device)
         self.on_gpu = device.type == "cuda"
         if self.on_gpu:
             self.stream = torch.cuda.Stream(device)
-            self.images = DATA_PATH.zeros("infer/images", (max_envs, *image_shape), torch.uint8, device)
+            self.images = DATA_PATH.zeros("infer/images", (max_envs, *frames_shape), torch.uint8, device)
             self.proprio = DATA_PATH.zeros("infer/proprio", (max_envs, proprio_dim), torch.float32, device)
             self.tasks = DATA_PATH.zeros("infer/tasks", (max_envs,), torch.int64, device)
             self.words = DATA_PATH.zeros("infer/words", (max_envs, instruction_tokens.shape[1]),

@@ -24,7 +24,8 @@ class EpisodeAssembler:
         self.next_episode_id = 0
 
     def close_finished(self, sampler: int, obs: dict, out: SlotQueue, stop) -> int:
-        """Book the reward of each env's last step; hand finished episodes to the learner."""
+        """Book the reward (and simulator steps) of each env's last step; hand finished episodes
+        to the learner."""
         finished = 0
         for j in range(int(obs["header"][H.COUNT])):
             key = (sampler, int(obs["env_ids"][j]))
@@ -34,6 +35,8 @@ class EpisodeAssembler:
             ep = self.pool.slots[slot]
             t = int(ep["header"][H.COUNT])
             ep["reward"][t - 1] = obs["reward"][j]
+            ep["env_steps"][t - 1] = obs["env_steps"][j]
+            ep["header"][H.ENV_STEPS] += obs["env_steps"][j]
             if obs["done"][j]:
                 ep["header"][H.SUCCESS] = int(obs["success"][j])
                 ep["header"][H.FAILED] = int(obs["failed"][j])
@@ -100,11 +103,12 @@ class InferLane(Lane):
         self.max_envs = obs_pool.layout.fields["env_ids"].shape[0]
         self.swaps = 0
         self.episodes = 0
+        self.observations = 0  # env observations acted on: one per env step, or per chunk of k
         self.base_version = -1  # the version that served round 0
         self.held: list[int] = []  # observation slots waiting for newer weights
 
     def counters(self) -> dict[str, float]:
-        return {"weight_swaps": self.swaps, "episodes": self.episodes}
+        return {"weight_swaps": self.swaps, "episodes": self.episodes, "observations": self.observations}
 
     def loop(self) -> None:
         while not self.stop.is_set():
@@ -161,5 +165,6 @@ class InferLane(Lane):
         ok = self.assembler.record_step(sampler, obs, tokens.numpy(), logp.numpy(), actions.numpy(),
                                         version, self)
         self.obs_pool.release(slot)
+        self.observations += n
         self.items += 1
         return ok

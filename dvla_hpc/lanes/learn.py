@@ -93,7 +93,7 @@ class LearnLane(Lane):
         ep = self.pool.slots[slot]
         p = self.progress
         header = ep["header"]
-        steps, failed, success = int(header[H.COUNT]), bool(header[H.FAILED]), bool(header[H.SUCCESS])
+        steps, failed, success = int(header[H.ENV_STEPS]), bool(header[H.FAILED]), bool(header[H.SUCCESS])
         p.env_steps += steps
         p.episodes += 1
         if failed:

@@ -10,7 +10,8 @@ from dvla_hpc.output.episode import EpisodeRecord
 from dvla_hpc.output.trajectory_writer import TrajectoryWriter
 
 
-def episode_record(ep: dict, task: str, instructions: tuple[str, ...], dones: np.ndarray) -> EpisodeRecord:
+def episode_record(ep: dict, task: str, instructions: tuple[str, ...], dones: np.ndarray,
+                   cameras: tuple[str, ...] = ("agentview",)) -> EpisodeRecord:
     """Views of the slot (written out before the slot is released, so nothing is copied).
     `dones` is the caller's all-False-but-last buffer of the episode's length."""
     header = ep["header"]
@@ -19,16 +20,17 @@ def episode_record(ep: dict, task: str, instructions: tuple[str, ...], dones: np
         images=ep["image"][:t], proprio=ep["proprio"][:t], actions=ep["action"][:t],
         rewards=ep["reward"][:t], dones=dones, policy_versions=ep["version"][:t],
         task=task, instruction=instructions[int(header[H.TASK])], success=bool(header[H.SUCCESS]),
-        seed=int(header[H.SEED]))
+        seed=int(header[H.SEED]), cameras=cameras)
 
 
 class RecordLane(Lane):
     def __init__(self, writer: TrajectoryWriter | None, every: int, pool: SlabPool, inbox: SlotQueue,
-                 task: str, instructions: tuple[str, ...], stop, failed):
+                 task: str, instructions: tuple[str, ...], stop, failed,
+                 cameras: tuple[str, ...] = ("agentview",)):
         super().__init__("record", stop, failed)
         self.writer, self.every = writer, every
         self.pool, self.inbox = pool, inbox
-        self.task, self.instructions = task, instructions
+        self.task, self.instructions, self.cameras = task, instructions, cameras
         self.seen = 0
         self.written = 0
         self.dones = np.zeros(pool.layout.fields["reward"].shape[0] + 1, dtype=np.bool_)
@@ -46,7 +48,7 @@ class RecordLane(Lane):
                 and not ep["header"][H.FAILED]:
             t = int(ep["header"][H.COUNT])
             dones = self.dones[len(self.dones) - t:]
-            self.writer.write_episode(episode_record(ep, self.task, self.instructions, dones))
+            self.writer.write_episode(episode_record(ep, self.task, self.instructions, dones, self.cameras))
             self.written += 1
         self.seen += 1
         self.items += 1

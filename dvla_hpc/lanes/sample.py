@@ -244,14 +244,11 @@ class SampleLane(Lane):
         stepping = self.live[rows]
         if stepping.all():
             self.env.step_async(rows, view["action"][: len(rows)], self.next_seed[rows])
-            stepped = len(rows)
         else:
             which = np.flatnonzero(stepping)
-            stepped = len(which)
-            if stepped:
+            if len(which):
                 self.env.step_async(rows[which], view["action"][which], self.next_seed[rows[which]])
         self.action_pool.release(slot)
-        self.env_steps += stepped
         self.step_counter += 1
         return half
 
@@ -288,6 +285,8 @@ class SampleLane(Lane):
         np.take(env.done, rows, out=view["done"][:n])
         np.take(env.success, rows, out=view["success"][:n])
         np.take(env.failed, rows, out=view["failed"][:n])
+        np.take(env.env_steps, rows, out=view["env_steps"][:n])
+        self.env_steps += int(view["env_steps"][:n].sum())
         np.take(self.group, rows, out=view["group"][:n])
         np.take(self.seed, rows, out=view["seed"][:n])
         view["group"][parked] = PARKED

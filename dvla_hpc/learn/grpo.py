@@ -33,17 +33,25 @@ def process_advantages(step_rewards: list[torch.Tensor], gamma: float = 1.0) -> 
 
 
 def clipped_token_loss(logits: torch.Tensor, tokens: torch.Tensor, old_logp: torch.Tensor,
-                       advantages: torch.Tensor, clip_ratio: float, entropy_coef: float):
-    """logits (B, A, bins); tokens, old_logp (B, A); advantages (B,). Returns (loss, stats)."""
+                       advantages: torch.Tensor, clip_ratio: float, entropy_coef: float,
+                       executed: torch.Tensor | None = None):
+    """logits (B, A, bins); tokens, old_logp (B, A); advantages (B,). Returns (loss, stats).
+    `executed` (B, A) bool, for action chunks cut short by the episode's end: only the tokens of
+    actions the env ran count."""
     logp_all = torch.log_softmax(logits.float(), dim=-1)
     logp = logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     ratio = torch.exp(logp - old_logp)
     adv = advantages.unsqueeze(-1)
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip_ratio, 1 + clip_ratio) * adv)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
-    loss = -surrogate.mean() - entropy_coef * entropy.mean()
+    if executed is None:
+        mean = torch.mean
+    else:
+        weight = executed.float() / executed.sum().clamp(min=1)
+        mean = lambda x: (x * weight).sum()  # noqa: E731
+    loss = -mean(surrogate) - entropy_coef * mean(entropy)
     with torch.no_grad():
-        clipped = ((ratio - 1).abs() > clip_ratio).float().mean()
-        approx_kl = (old_logp - logp).mean()
-    return loss, {"entropy": entropy.mean().item(), "clip_fraction": clipped.item(),
+        clipped = mean(((ratio - 1).abs() > clip_ratio).float())
+        approx_kl = mean(old_logp - logp)
+    return loss, {"entropy": mean(entropy).item(), "clip_fraction": clipped.item(),
                   "approx_kl": approx_kl.item()}

@@ -45,7 +45,7 @@ class UpdateStats:
 class GRPOLearner:
     def __init__(self, cfg: LearnConfig, model: VLAPolicy, instruction_tokens: torch.Tensor,
                  spec: EnvSpec, seed: int, device: torch.device = torch.device("cpu"),
-                 bf16: bool = False, replicas: LearnerReplicas | None = None):
+                 bf16: bool = False, replicas: LearnerReplicas | None = None, action_chunk: int = 1):
         self.cfg = cfg
         self.device, self.bf16 = device, bf16
         self.model = model.to(device).train()
@@ -57,7 +57,7 @@ class GRPOLearner:
         self.generator = torch.Generator().manual_seed(seed)
         episodes = cfg.groups_per_update * cfg.group_size // self.replicas.size
         mb = self.minibatch_size = max(1, cfg.minibatch_size // self.replicas.size)  # of the global one
-        self.arena = TrainingArena(spec, episodes, mb, instruction_tokens, device)
+        self.arena = TrainingArena(spec, episodes, mb, instruction_tokens, device, action_chunk)
         capacity = episodes * spec.max_episode_steps
         self.rows = DATA_PATH.zeros("arena/rows", (capacity,), torch.int64, device)
         self.advantages = DATA_PATH.zeros("arena/advantages", (capacity,), torch.float32, device)
@@ -140,10 +140,10 @@ class GRPOLearner:
         k = len(idx)
         rows = torch.index_select(self.rows, 0, idx, out=self.mb_rows[:k])
         advantages = torch.index_select(self.advantages, 0, idx, out=self.mb_advantages[:k])
-        batch, tokens, logp = self.arena.minibatch(rows)
+        batch, tokens, logp, executed = self.arena.minibatch(rows)
         with autocast(self.device, self.bf16):
             logits = self.model(batch)
         loss, info = clipped_token_loss(logits, tokens, logp, advantages,
-                                        self.cfg.clip_ratio, self.cfg.entropy_coef)
+                                        self.cfg.clip_ratio, self.cfg.entropy_coef, executed)
         loss.backward()
         return {"loss": loss.item(), **info}

@@ -34,6 +34,7 @@ class H(IntEnum):
     ENV = 11
     EPISODE_ID = 12
     ROUND = 13  # sync mode: the sampler's round; its observations wait for weights of that round
+    ENV_STEPS = 14  # an episode's simulator steps (its COUNT steps are decisions: chunks of actions)
 
 
 PARKED = -1  # group key of an observation row whose env starts no new episode (sync mode)
@@ -44,7 +45,8 @@ def observation_layout(spec: EnvSpec, envs_per_half: int) -> SlabLayout:
     return SlabLayout("observations", [
         ("header", np.int64, (HEADER_WORDS,)),
         ("env_ids", np.int32, (n,)),
-        ("image", np.uint8, (n, *spec.image_shape)),
+        ("image", np.uint8, (n, *spec.frames_shape)),
+        ("env_steps", np.int32, (n,)),
         ("proprio", np.float32, (n, spec.proprio_dim)),
         ("task", np.int32, (n,)),
         ("reward", np.float32, (n,)),
@@ -67,13 +69,14 @@ def episode_layout(spec: EnvSpec) -> SlabLayout:
     t = spec.max_episode_steps
     return SlabLayout("episode", [
         ("header", np.int64, (HEADER_WORDS,)),
-        ("image", np.uint8, (t, *spec.image_shape)),
+        ("image", np.uint8, (t, *spec.frames_shape)),
         ("proprio", np.float32, (t, spec.proprio_dim)),
         ("tokens", np.int64, (t, spec.action_dim)),
         ("logp", np.float32, (t, spec.action_dim)),
         ("action", np.float32, (t, spec.action_dim)),
         ("reward", np.float32, (t,)),
         ("version", np.int64, (t,)),
+        ("env_steps", np.int32, (t,)),
     ])
 
 

@@ -201,10 +201,11 @@ def training_arena_bytes(bp: Blueprint) -> int:
     (learn/learner.py): one update's steps, and one minibatch."""
     spec, learn = bp.spec, bp.cfg.learn
     capacity = learn.groups_per_update * learn.group_size * spec.max_episode_steps
-    step = math.prod(spec.image_shape) + 4 * spec.proprio_dim + (8 + 4) * spec.action_dim + 8
+    step = math.prod(spec.frames_shape) + 4 * spec.proprio_dim + (8 + 4) * spec.action_dim + 8 + 4
     index = 8 + 4  # row (int64) + advantage (float32)
     words = bp.instruction_tokens.shape[1] * 8
-    return capacity * (step + index) + learn.minibatch_size * (step + words + index)
+    executed = spec.action_dim  # one bool per action token
+    return capacity * (step + index) + learn.minibatch_size * (step + words + index + executed)
 
 
 def half_batch(bp: Blueprint) -> int:
@@ -214,7 +215,7 @@ def half_batch(bp: Blueprint) -> int:
 def batch_stager_bytes(bp: Blueprint) -> int:
     """lanes/batch_stager.py's device buffers (GPU only): one observation half-batch."""
     spec, words = bp.spec, bp.instruction_tokens.shape[1]
-    return half_batch(bp) * (math.prod(spec.image_shape) + 4 * spec.proprio_dim + 8 + 8 * words)
+    return half_batch(bp) * (math.prod(spec.frames_shape) + 4 * spec.proprio_dim + 8 + 8 * words)
 
 
 def token_count(bp: Blueprint) -> int:
@@ -223,26 +224,28 @@ def token_count(bp: Blueprint) -> int:
 
 
 def image_patches(bp: Blueprint) -> int:
+    """Patch tokens of all cameras together."""
     with torch.device("meta"):
-        return make_encoder(bp.cfg.model, bp.spec.image_shape[0]).num_patches
+        return make_encoder(bp.cfg.model, bp.spec.image_shape[0]).num_patches * len(bp.spec.cameras)
 
 
 def encoder_elements(bp: Blueprint) -> int:
     """Per sample, what the image encoder keeps for backward (at inference, its intermediates
     live no longer, so this bounds its peak there too). film_keypoints, c channels over H*W pixels
     and P patches: 4*c*H*W (mixer, FiLM, temperature, spatial softmax) + 2*c*P (patchify,
-    relu) + P*width (projection). conv: each stack layer's output, then 2*c*P + P*width likewise."""
-    m = bp.cfg.model
+    relu) + P*width (projection). conv: each stack layer's output, then 2*c*P + P*width likewise.
+    Each camera's frame goes through the encoder."""
+    m, cameras = bp.cfg.model, len(bp.spec.cameras)
     size = bp.spec.image_shape[0]
-    patches = image_patches(bp)
+    patches = image_patches(bp) // cameras
     if m.encoder == "conv":
         pixels, channels = 0, 3
         for out, kernel, stride in CONV_STACK:
             size = conv_output_size(size, kernel, stride)
             pixels += out * size * size
             channels = out
-        return pixels + 2 * channels * patches + patches * m.width
-    return 4 * m.encoder_channels * size * size + 2 * m.encoder_channels * patches + patches * m.width
+        return cameras * (pixels + 2 * channels * patches + patches * m.width)
+    return cameras * (4 * m.encoder_channels * size * size + 2 * m.encoder_channels * patches + patches * m.width)
 
 
 def training_activation_bytes(bp: Blueprint, batch: int, bytes_per_activation: int = 4) -> int:
@@ -265,7 +268,7 @@ def training_activation_bytes(bp: Blueprint, batch: int, bytes_per_activation: i
     t, w, f = token_count(bp), m.width, m.ff_mult * m.width
     trunk = m.depth * t * (8 * w + f) + t * (4 * w + 2 * f) + 2 * m.heads * t * t
     per_sample = trunk + 4 * t * w + bp.spec.action_dim * (2 * w + 2 * m.action_bins) + encoder_elements(bp)
-    return batch * (bytes_per_activation * per_sample + 4 * math.prod(bp.spec.image_shape))
+    return batch * (bytes_per_activation * per_sample + 4 * math.prod(bp.spec.frames_shape))
 
 
 def inference_activation_bytes(bp: Blueprint, batch: int, bytes_per_activation: int = 4) -> int:
@@ -274,7 +277,7 @@ def inference_activation_bytes(bp: Blueprint, batch: int, bytes_per_activation: 
     m = bp.cfg.model
     t, w, f = token_count(bp), m.width, m.ff_mult * m.width
     per_sample = t * (6 * w + f) + m.heads * t * t + encoder_elements(bp)
-    return batch * (bytes_per_activation * per_sample + 4 * math.prod(bp.spec.image_shape))
+    return batch * (bytes_per_activation * per_sample + 4 * math.prod(bp.spec.frames_shape))
 
 
 def free_memory(device: torch.device) -> int | None:

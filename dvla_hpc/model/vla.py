@@ -1,6 +1,7 @@
 """A small Vision-Language-Action policy in the RT-1 mould: an instruction-conditioned (FiLM)
-image encoder (model/encoders.py), a transformer over image, instruction and proprio tokens, and per-dimension
-discretised action tokens."""
+image encoder (model/encoders.py) shared by the cameras, a transformer over image, instruction and
+proprio tokens, and per-dimension discretised action tokens (an action chunk of k actions is k
+times the action dimensions: one query token each)."""
 from __future__ import annotations
 
 import warnings
@@ -16,7 +17,7 @@ from dvla_hpc.model.encoders import make_encoder
 
 @dataclass
 class PolicyBatch:
-    images: torch.Tensor  # (B, H, W, 3) uint8
+    images: torch.Tensor  # (B, cameras, H, W, 3) uint8
     proprio: torch.Tensor  # (B, P) float32
     instruction_tokens: torch.Tensor  # (B, L) int64, 0 = padding
 
@@ -42,6 +43,9 @@ class VLAPolicy(nn.Module):
         self.trunk = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.width)
         self.action_head = nn.Linear(cfg.width, cfg.action_bins)
+        self.cameras = len(spec.cameras)
+        if self.cameras > 1:  # created last: one-camera policies initialise as before
+            self.camera_embed = nn.Parameter(torch.randn(self.cameras, 1, cfg.width) * 0.02)
 
     def forward(self, batch: PolicyBatch) -> torch.Tensor:
         """Logits of shape (B, action_dim, bins)."""
@@ -49,16 +53,28 @@ class VLAPolicy(nn.Module):
         word_tokens = self.word_embed(words) + self.word_pos[: words.shape[1]]
         present = (words != 0).unsqueeze(-1).float()
         text = (self.word_embed(words) * present).sum(1) / present.sum(1).clamp(min=1)
-        image_tokens, keypoint_token = self.encoder(batch.images, text)
+        image_tokens, keypoint_token = self.encode_cameras(batch.images, text)
         proprio_token = self.proprio_embed(batch.proprio).unsqueeze(1) + keypoint_token
         # The action queries start from the state (proprio + keypoints): a direct path from where
         # things are to the action logits, which the attention over patches then refines.
         queries = self.action_queries + proprio_token
-        tokens = torch.cat([queries, proprio_token, word_tokens, image_tokens + self.patch_pos], dim=1)
+        tokens = torch.cat([queries, proprio_token, word_tokens, image_tokens], dim=1)
         padding = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         padding[:, self.action_dim + 1: self.action_dim + 1 + words.shape[1]] = words == 0
         hidden = self.trunk(tokens, src_key_padding_mask=padding)
         return self.action_head(self.norm(hidden[:, : self.action_dim]))
+
+    def encode_cameras(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every camera's patch tokens (B, cameras * patches, width), each with its position (and
+        camera) embedding, and the cameras' keypoint tokens summed into one (B, 1, width)."""
+        b, c = images.shape[:2]
+        patches, keypoints = self.encoder(images.flatten(0, 1), text.repeat_interleave(c, dim=0))
+        patches = (patches + self.patch_pos).view(b, c, *patches.shape[1:])
+        keypoints = keypoints.view(b, c, -1)
+        if c > 1:
+            patches = patches + self.camera_embed.unsqueeze(0)
+            keypoints = keypoints + self.camera_embed.squeeze(1)
+        return patches.flatten(1, 2), keypoints.sum(1, keepdim=True)
 
     @torch.no_grad()
     def act(self, batch: PolicyBatch, generator: torch.Generator | None = None):

@@ -10,7 +10,7 @@ UNASSIGNED_EPISODE_ID = -1
 
 @dataclass
 class EpisodeRecord:
-    images: np.ndarray  # (T, H, W, 3) uint8
+    images: np.ndarray  # (T, cameras, H, W, 3) uint8
     proprio: np.ndarray  # (T, P) float32
     actions: np.ndarray  # (T, A) float32, each component in [-1, 1]
     rewards: np.ndarray  # (T,) float32
@@ -21,6 +21,7 @@ class EpisodeRecord:
     success: bool
     seed: int
     episode_id: int = UNASSIGNED_EPISODE_ID  # unique per writer; the writer assigns it when left unset
+    cameras: tuple[str, ...] = ("agentview",)  # names of images[:, i]
 
     @property
     def num_steps(self) -> int:
@@ -28,9 +29,10 @@ class EpisodeRecord:
 
     def validate(self) -> None:
         """Raise ValueError describing the first field whose shape, dtype or range is wrong."""
-        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+        if (self.images.dtype != np.uint8 or self.images.ndim != 5 or self.images.shape[-1] != 3
+                or self.images.shape[1] != len(self.cameras)):
             raise ValueError(
-                f"episode {self.episode_id}: images must be (T, H, W, 3) uint8, "
+                f"episode {self.episode_id}: images must be (T, {len(self.cameras)} cameras, H, W, 3) uint8, "
                 f"got {self.images.shape} {self.images.dtype}"
             )
         steps = self.num_steps

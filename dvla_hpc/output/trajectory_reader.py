@@ -115,8 +115,10 @@ def index_episodes(directory: Path) -> list[StoredEpisode]:
 def read_demo(group: h5py.Group) -> EpisodeRecord:
     obs = group["obs"]
     attrs = group.attrs
+    cameras = tuple(str(attrs.get("cameras", "agentview")).split(","))
     return EpisodeRecord(
-        images=obs["agentview_rgb"][()],
+        images=np.stack([obs[f"{camera}_rgb"][()] for camera in cameras], axis=1),
+        cameras=cameras,
         proprio=obs["proprio"][()],
         actions=group["actions"][()],
         rewards=group["rewards"][()],

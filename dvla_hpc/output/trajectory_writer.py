@@ -56,20 +56,22 @@ def _publish(temp: Path, final: Path) -> None:
 def _write_demo(data: h5py.Group, name: str, record: EpisodeRecord) -> None:
     demo = data.create_group(name)
     obs = demo.create_group("obs")
-    frame_shape = record.images.shape[1:]
-    obs.create_dataset(
-        "agentview_rgb",
-        data=record.images,
-        chunks=(1, *frame_shape),
-        compression=IMAGE_COMPRESSION,
-        compression_opts=IMAGE_COMPRESSION_LEVEL,
-    )
+    frame_shape = record.images.shape[2:]
+    for i, camera in enumerate(record.cameras):
+        obs.create_dataset(
+            f"{camera}_rgb",
+            data=record.images[:, i],
+            chunks=(1, *frame_shape),
+            compression=IMAGE_COMPRESSION,
+            compression_opts=IMAGE_COMPRESSION_LEVEL,
+        )
     obs.create_dataset("proprio", data=record.proprio)
     demo.create_dataset("actions", data=record.actions)
     demo.create_dataset("rewards", data=record.rewards)
     demo.create_dataset("dones", data=record.dones)
     demo.create_dataset("policy_versions", data=record.policy_versions)
     demo.attrs["num_samples"] = np.int64(record.num_steps)
+    demo.attrs["cameras"] = ",".join(record.cameras)
     demo.attrs["task"] = record.task
     demo.attrs["instruction"] = record.instruction
     demo.attrs["success"] = np.bool_(record.success)

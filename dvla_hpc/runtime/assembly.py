@@ -117,7 +117,7 @@ def infer_lanes(bp: Blueprint, holder: DoubleBufferedWeights, ports: InferPorts,
     """The infer lane; the lane that fills the holder's staging buffer belongs to whoever
     delivers weights (the learner in one process, the broadcast tree under MPI)."""
     cfg, spec = bp.cfg, bp.spec
-    stager = BatchStager(cfg.env.envs_per_sampler // 2, spec.image_shape, spec.proprio_dim,
+    stager = BatchStager(cfg.env.envs_per_sampler // 2, spec.frames_shape, spec.proprio_dim,
                          bp.instruction_tokens, holder.device)
     return [InferLane(holder, stager, bp.bins, ports.obs_pool, ports.obs_in, ports.action_pool,
                       ports.action_out, EpisodeAssembler(ports.episode_pool, spec.max_episode_steps),
@@ -129,7 +129,7 @@ def build_learner(bp: Blueprint, device: torch.device,
                   replicas: LearnerReplicas | None = None) -> GRPOLearner:
     cfg = bp.cfg
     return GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, cfg.run.seed,
-                       device, uses_bf16(device, cfg.run.autocast_bf16), replicas)
+                       device, uses_bf16(device, cfg.run.autocast_bf16), replicas, cfg.model.action_chunk)
 
 
 @dataclass
@@ -153,5 +153,5 @@ def learn_lanes(bp: Blueprint, learner: GRPOLearner, ports: LearnPorts, sig: Sig
                       lambda slot: retired.put(slot, sig.stop), log_metrics, cfg.learn, sig.stop, sig.failed,
                       checkpoint, cfg.run.checkpoint_every_updates)
     record = RecordLane(writer, cfg.output.record_every, ports.episode_pool, retired, cfg.env.name,
-                        bp.spec.instructions, sig.stop, sig.failed)
+                        bp.spec.instructions, sig.stop, sig.failed, bp.spec.cameras)
     return LearnerLanes(learn, record, distribute)

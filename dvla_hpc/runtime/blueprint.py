@@ -18,13 +18,21 @@ from dvla_hpc.model.vla import VLAPolicy
 
 
 def env_kwargs(cfg: Config) -> dict:
-    if cfg.env.name == "gymnasium":
-        return {"gym_id": cfg.env.gym_id, "observation": cfg.env.observation,
-                "image_size": cfg.env.image_size, "max_episode_steps": cfg.env.max_episode_steps}
-    kwargs = {"image_size": cfg.env.image_size, "max_episode_steps": cfg.env.max_episode_steps,
-              "shaped_reward": cfg.env.shaped_reward}
-    if cfg.env.name == "debug_faulty":
-        kwargs.update(fault=cfg.env.fault, fault_step=cfg.env.fault_step)
+    """What `make_env` / `env_spec` take for the configured env (JSON: it travels to workers)."""
+    env = cfg.env
+    if env.name == "gymnasium":
+        kwargs = {"gym_id": env.gym_id, "observation": env.observation, "image_size": env.image_size}
+    elif env.name == "libero":
+        kwargs = {"suite": env.suite, "tasks": env.tasks, "cameras": env.cameras,
+                  "image_size": env.image_size, "fast_render": env.fast_render}
+    else:
+        kwargs = {"image_size": env.image_size, "shaped_reward": env.shaped_reward}
+        if env.name == "debug_faulty":
+            kwargs.update(fault=env.fault, fault_step=env.fault_step)
+    if env.max_episode_steps:
+        kwargs["max_episode_steps"] = env.max_episode_steps
+    if cfg.model.action_chunk > 1:
+        kwargs["action_chunk"] = cfg.model.action_chunk
     return kwargs
 
 

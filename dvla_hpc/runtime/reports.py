@@ -14,7 +14,7 @@ SHARES = ("busy", "waiting", "items", "seconds")
 LANES = ("sample", "infer", "learn", "distribute", "record")
 LANE_COUNTERS: dict[str, tuple[str, ...]] = {
     "sample": ("env_steps", "worker_restarts", "parked_halves"),
-    "infer": ("weight_swaps", "episodes"),
+    "infer": ("weight_swaps", "episodes", "observations"),
     "learn": (),
     "distribute": ("versions",),
     "record": ("written",),
