@@ -1,16 +1,22 @@
 # Two commands for a fresh machine: `make run` (the quickstart job) and `make test` (every test).
 PYTHON ?= python3
 VENV := .venv
+comma := ,
 STAMP := $(VENV)/.installed
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet torch==2.13.0
-	$(VENV)/bin/pip install --quiet -e '.[test]'
-	touch $(STAMP)
+# $(call venv,DIR,EXTRAS): a venv with the CPU torch build from local disk and dvla_hpc[EXTRAS]
+define venv
+	$(PYTHON) -m venv $(1)
+	$(1)/bin/pip install --quiet --upgrade pip
+	$(1)/bin/pip install --quiet torch==2.13.0
+	$(1)/bin/pip install --quiet -e '.[$(2)]'
+	touch $(1)/.installed
+endef
 
-.PHONY: install run run-mpi test bench gpu-check gpu-wheels
+$(STAMP): pyproject.toml
+	$(call venv,$(VENV),test)
+
+.PHONY: install run run-mpi test bench gpu-check gpu-wheels install-libero test-libero
 install: $(STAMP)
 
 run: $(STAMP)
@@ -24,6 +30,18 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	MUJOCO_GL=egl $(VENV)/bin/python -m dvla_hpc.bench quickstart
+
+# LIBERO (env.name=libero) pins mujoco<4, so it gets its own venv beside .venv.
+LIBERO_VENV := .venv-libero
+LIBERO_STAMP := $(LIBERO_VENV)/.installed
+
+$(LIBERO_STAMP): pyproject.toml
+	$(call venv,$(LIBERO_VENV),test$(comma)libero)
+
+install-libero: $(LIBERO_STAMP)
+
+test-libero: $(LIBERO_STAMP)
+	MUJOCO_GL=egl $(LIBERO_VENV)/bin/python -m pytest -m libero
 
 # On a machine with an NVIDIA GPU whose image has torch but lacks our simulator and MPI wheels
 # (the device tool's machines): `make gpu-check OUT=dir`, with the folder .whl made here by

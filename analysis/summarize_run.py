@@ -13,6 +13,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.trajectory_stats import (  # noqa: E402
+    mean_env_steps,
     mean_episode_length,
     metric_means,
     rolling_success_rate,
@@ -32,6 +33,10 @@ def describe_episodes(episodes: Sequence[EpisodeRecord]) -> list[str]:
         return lines
     lines.append(f"success rate: {success_rate(episodes):.3f}")
     lines.append(f"mean episode length: {mean_episode_length(episodes):.1f} steps")
+    chunks = sorted({episode.action_chunk for episode in episodes})
+    if chunks != [1]:
+        lines.append(f"mean simulator steps: {mean_env_steps(episodes):.1f} "
+                     f"(action chunks of {', '.join(map(str, chunks))})")
     deciles = success_by_window(episodes, num_windows=10)
     lines.append(f"success first 10%: {deciles[0].success_rate:.3f} ({deciles[0].episodes} episodes)")
     lines.append(f"success last 10%: {deciles[-1].success_rate:.3f} ({deciles[-1].episodes} episodes)")

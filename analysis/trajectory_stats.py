@@ -40,7 +40,13 @@ def success_rate(episodes: Sequence[EpisodeRecord]) -> float:
 
 
 def mean_episode_length(episodes: Sequence[EpisodeRecord]) -> float:
+    """In policy decisions (one per action chunk)."""
     return float(np.mean([episode.num_steps for episode in episodes])) if episodes else math.nan
+
+
+def mean_env_steps(episodes: Sequence[EpisodeRecord]) -> float:
+    """In simulator steps (an action chunk of k takes up to k)."""
+    return float(np.mean([episode.num_env_steps for episode in episodes])) if episodes else math.nan
 
 
 def success_by_window(episodes: Sequence[EpisodeRecord], num_windows: int = 10) -> list[WindowStat]:

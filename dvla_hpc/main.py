@@ -16,6 +16,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: quickstart)")
     parser.add_argument("--out", help="run directory (same as run.out=DIR)")
     parser.add_argument("--resume", help="checkpoint file or run directory to resume (run.resume=...)")
+    parser.add_argument("--init-from", help="checkpoint file, or run or SFT directory, whose weights start "
+                                            "the run at version 0 with a fresh optimiser (run.init_from=...)")
     parser.add_argument("--plan", action="store_true",
                         help="print the layout, roles, devices and memory plan, then exit without training")
     parser.add_argument("--ranks", type=int, default=0,
@@ -33,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"run.out={args.out}")
     if args.resume:
         overrides.append(f"run.resume={args.resume}")
+    if args.init_from:
+        overrides.append(f"run.init_from={args.init_from}")
     os.environ.setdefault("MUJOCO_GL", "egl")
     from mpi4py import MPI  # after argument parsing, so `--help` needs no MPI
 
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         if world.Get_rank() != 0:
             return 0
         return print_plan(cfg, args.ranks or world.Get_size(), args.gpus_per_node)
+    if cfg.run.init_from and refuse_init_from(cfg, world):
+        return 2
     stop_request = StopRequest()
     stop_request.install()
 
@@ -73,6 +79,21 @@ def main(argv: list[str] | None = None) -> int:
         print(format_summary_table(summary))
         print(f"run directory: {run_dir}")
     return 0
+
+
+def refuse_init_from(cfg, world) -> bool:
+    """Rank 0 checks that run.init_from fits the model; every rank learns the verdict, so a
+    misfit ends the whole job with one message and exit code 2 before anything starts."""
+    import numpy as np
+
+    from dvla_hpc.planes.backoff import wait_requests
+    from dvla_hpc.runtime.init_from import init_from_problem
+    problem = init_from_problem(cfg) if world.Get_rank() == 0 else None
+    verdict = np.array([problem is not None], dtype=np.int64)
+    wait_requests(world.Ibcast(verdict, root=0), what="run.init_from check")
+    if problem is not None:
+        print(f"config error: {problem}", file=sys.stderr)
+    return bool(verdict[0])
 
 
 def print_plan(cfg, ranks: int, gpus_per_node: int | None) -> int:

@@ -116,6 +116,16 @@ def test_cli_reports_windows_versions_lag_and_summary(
     assert "lanes.infer.busy" in out
 
 
+def test_chunked_episodes_report_simulator_steps() -> None:
+    episodes = [episode([0], success=True, steps=4) for _ in range(2)]
+    for record, executed in zip(episodes, ([3, 3, 3, 1], [3, 3, 3, 3])):
+        record.action_chunk, record.env_steps = 3, np.asarray(executed, np.int32)
+    lines = summarize_run.describe_episodes(episodes)
+    assert "mean episode length: 4.0 steps" in lines
+    assert "mean simulator steps: 11.0 (action chunks of 3)" in lines
+    assert not any("simulator" in line for line in summarize_run.describe_episodes(improving_run()))
+
+
 def test_cli_runs_as_a_script_from_anywhere(tmp_path: Path) -> None:
     make_run_dir(tmp_path)
     result = subprocess.run(

@@ -25,7 +25,7 @@ def test_model_sums_lanes_for_sync_and_takes_the_slowest_lane_or_the_cores_for_a
 def test_probes_time_each_lane_alone():
     cfg = Config()
     cfg.env.image_size, cfg.model.patch_size, cfg.env.envs_per_sampler = 16, 8, 4
-    cfg.env.workers_per_sampler = 0
+    cfg.env.workers_per_sampler, cfg.env.max_episode_steps = 0, 25
     cfg.learn.group_size, cfg.learn.groups_per_update = 2, 1
     costs = measure(cfg, seconds=0.3)
     assert set(costs) == {"sample", "infer", "learn"}

@@ -48,3 +48,19 @@ def test_policy_on_the_conv_encoder_learns_to_read_the_image():
         loss.backward()
         optimizer.step()
     assert (policy(batch).argmax(-1) == target).float().mean() == 1.0
+
+
+def test_a_two_camera_policy_reads_both_cameras_in_their_order():
+    spec = EnvSpec(image_shape=(48, 48, 3), proprio_dim=9, action_dim=7, max_episode_steps=10,
+                   instructions=("open the drawer",), cameras=("agentview", "wrist"))
+    torch.manual_seed(0)
+    policy = VLAPolicy(ModelConfig(encoder="conv", width=32), spec)
+    images = torch.randint(0, 255, (3, 2, 48, 48, 3), dtype=torch.uint8)
+    words = torch.ones(3, 2, dtype=torch.long)
+    logits = policy(PolicyBatch(images, torch.zeros(3, 9), words))
+    assert logits.shape == (3, 7, policy.bins)
+    wrist_changed = images.clone()
+    wrist_changed[:, 1] = 255 - wrist_changed[:, 1]
+    assert not torch.allclose(logits, policy(PolicyBatch(wrist_changed, torch.zeros(3, 9), words)))
+    swapped = images.flip(1)
+    assert not torch.allclose(logits, policy(PolicyBatch(swapped, torch.zeros(3, 9), words)))

@@ -181,7 +181,7 @@ def test_spec_for_agrees_with_a_built_env():
 
 
 def test_registry_builds_by_name_and_names_bad_input():
-    assert set(known_env_names()) == {"tabletop_reach", "debug_faulty", "gymnasium"}
+    assert set(known_env_names()) == {"tabletop_reach", "debug_faulty", "gymnasium", "libero"}
     assert env_spec("tabletop_reach", image_size=48).image_shape == (48, 48, 3)
     assert env_spec("debug_faulty", fault="hang").name == "debug_faulty"
     with pytest.raises(ValueError, match="tabletop_reach"):
@@ -202,3 +202,15 @@ def test_faulty_env_raises_at_the_configured_step_only_for_its_seed():
     with pytest.raises(FaultInjected, match="seed 9"):
         env.step(np.zeros(2))
     env.close()
+
+
+def test_reset_to_a_chosen_task_keeps_the_seeded_layout(env):
+    drawn = env.reset(7)
+    layout = env.cube_positions.copy()
+    for task in range(3):
+        obs = env.reset(7, task=task)
+        assert obs.task_index == task
+        np.testing.assert_array_equal(env.cube_positions, layout)
+    assert env.reset(7, task=drawn.task_index).task_index == drawn.task_index
+    with pytest.raises(ValueError, match="task"):
+        env.reset(7, task=3)

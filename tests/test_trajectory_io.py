@@ -17,6 +17,7 @@ import h5py
 import numpy as np
 import pytest
 
+from dvla_hpc.output.demo_loader import load_demos
 from dvla_hpc.output.episode import EpisodeRecord
 from dvla_hpc.output.trajectory_reader import (
     TrajectoryFileError,
@@ -43,6 +44,7 @@ def make_episode(key: int, steps: int | None = None) -> EpisodeRecord:
         rewards=rng.standard_normal(steps).astype(np.float32),
         dones=dones,
         policy_versions=np.sort(rng.integers(0, 50, size=steps)).astype(np.int64),
+        action_logp=-rng.uniform(0, 3, size=(steps, 4)).astype(np.float32),
         task=f"task_{key % 3}",
         instruction=f"pick up the bowl ☕ number {key}",
         success=bool(key % 2),
@@ -50,12 +52,33 @@ def make_episode(key: int, steps: int | None = None) -> EpisodeRecord:
     )
 
 
+def chunked_episode(key: int, steps: int = 5) -> EpisodeRecord:
+    """Two cameras, LIBERO's proprio parts, action chunks of 3 (7 dims each), the last one cut short."""
+    rng = np.random.default_rng(key)
+    record = make_episode(key, steps)
+    record.images = rng.integers(0, 256, size=(steps, 2, 8, 8, 3), dtype=np.uint8)
+    record.cameras = ("agentview", "wrist")
+    record.proprio = rng.standard_normal((steps, 8)).astype(np.float32)
+    record.proprio_keys = (("ee_pos", 3), ("ee_ori", 3), ("gripper_states", 2))
+    record.actions = rng.uniform(-1, 1, size=(steps, 21)).astype(np.float32)
+    record.action_logp = -rng.uniform(0, 3, size=(steps, 21)).astype(np.float32)
+    record.action_chunk = 3
+    record.env_steps = np.full(steps, 3, np.int32)
+    record.env_steps[-1] = 2
+    return record
+
+
 def assert_same_episode(actual: EpisodeRecord, expected: EpisodeRecord) -> None:
-    for name in ("images", "proprio", "actions", "rewards", "dones", "policy_versions"):
+    for name in ("images", "proprio", "actions", "rewards", "dones", "policy_versions", "action_logp",
+                 "env_steps"):
         got, want = getattr(actual, name), getattr(expected, name)
+        if want is None:
+            assert got is None, name
+            continue
         assert got.dtype == want.dtype and got.shape == want.shape, name
         assert got.tobytes() == want.tobytes(), name
-    for name in ("task", "instruction", "success", "seed", "episode_id"):
+    for name in ("task", "instruction", "success", "seed", "episode_id", "cameras", "action_chunk",
+                 "proprio_keys"):
         assert getattr(actual, name) == getattr(expected, name), name
     assert type(actual.success) is bool
 
@@ -91,6 +114,8 @@ def test_shard_has_robomimic_layout_and_attributes(tmp_path: Path) -> None:
         assert sorted(data.keys()) == ["demo_0", "demo_1"]
         assert data.attrs["total"] == 10
         assert json.loads(data.attrs["env_args"])["env_name"] == "libero_goal"
+        instructions = json.loads(data.attrs["problem_info"])["language_instruction"]
+        assert instructions == [episode.instruction for episode in episodes]
         demo = data["demo_1"]
         assert demo["obs/agentview_rgb"].dtype == np.uint8
         assert demo["obs/agentview_rgb"].compression is not None
@@ -103,6 +128,65 @@ def test_shard_has_robomimic_layout_and_attributes(tmp_path: Path) -> None:
         assert bool(demo.attrs["success"]) is episodes[1].success
         assert demo.attrs["policy_version_min"] == episodes[1].policy_versions.min()
         assert demo.attrs["policy_version_max"] == episodes[1].policy_versions.max()
+
+
+def test_files_use_libero_key_names_and_attributes(tmp_path: Path) -> None:
+    kwargs = {"suite": "spatial", "tasks": "0", "cameras": "agentview,wrist", "action_chunk": 3}
+    catalogue = ("pick up the bowl", "open the drawer")
+    with TrajectoryWriter(tmp_path, 0, "libero", 10, kwargs, catalogue) as writer:
+        for key in (4, 5):
+            writer.write_episode(dataclasses.replace(chunked_episode(key), instruction=catalogue[0]))
+    with h5py.File(tmp_path / "traj_rank00000_0000.hdf5", "r") as file:
+        data = file["data"]
+        assert json.loads(data.attrs["env_args"]) == {"env_name": "libero", "env_kwargs": kwargs}
+        assert data.attrs["env_name"] == "libero"
+        problem = json.loads(data.attrs["problem_info"])
+        assert problem["problem_name"] == "libero" and problem["language_instruction"] == catalogue[0]
+        assert problem["task_catalogue"] == list(catalogue)
+        assert data.attrs["total"] == 10 and data.attrs["num_demos"] == 2
+        demo = data["demo_0"]
+        assert sorted(demo["obs"]) == ["agentview_rgb", "ee_ori", "ee_pos", "eye_in_hand_rgb",
+                                       "gripper_states"]
+        assert demo["obs/ee_ori"].shape == (5, 3) and demo["obs/gripper_states"].shape == (5, 2)
+        assert demo["actions"].shape == (5, 21) and demo.attrs["action_chunk"] == 3
+        assert demo["action_logp"].shape == (5, 21) and demo["env_steps"][()].tolist() == [3, 3, 3, 3, 2]
+        assert demo.attrs["num_samples"] == 5
+    for key, episode in zip((4, 5), iter_episodes(tmp_path)):
+        expected = dataclasses.replace(chunked_episode(key), instruction=catalogue[0], episode_id=key - 4)
+        assert_same_episode(episode, expected)
+    assert episode.num_env_steps == 14
+
+
+def test_demo_loader_unrolls_chunks_into_one_action_per_simulator_step(tmp_path: Path) -> None:
+    with TrajectoryWriter(tmp_path, 0, "libero") as writer:
+        writer.write_episode(chunked_episode(7))
+    (demo,) = load_demos([tmp_path])
+    source = chunked_episode(7)
+    assert demo.actions.shape == (14, 7)
+    chunks = source.actions.reshape(5, 3, 7)
+    assert np.array_equal(demo.actions, np.concatenate([*chunks[:4], chunks[4, :2]]))
+    assert demo.observed_at.tolist() == [0, 3, 6, 9, 12]
+    # frames as the policy saw them (no rotation), stacked in the order asked for
+    assert np.array_equal(demo.frames(("wrist", "agentview")), source.images[:, ::-1])
+    assert np.array_equal(demo.proprio, source.proprio)
+    assert demo.instruction == source.instruction and demo.success is source.success
+
+
+def test_reader_accepts_files_written_before_libero_key_names(tmp_path: Path) -> None:
+    record = chunked_episode(3)
+    record.proprio_keys = ()
+    with TrajectoryWriter(tmp_path, 0, "env") as writer:
+        writer.write_episode(record)
+    with h5py.File(tmp_path / "traj_rank00000_0000.hdf5", "r+") as file:
+        demo = file["data/demo_0"]
+        demo["obs"].move("eye_in_hand_rgb", "wrist_rgb")
+        for name in ("action_logp", "env_steps"):
+            del demo[name]
+        for name in ("proprio_keys", "action_chunk"):
+            del demo.attrs[name]
+    (episode,) = iter_episodes(tmp_path)
+    assert np.array_equal(episode.images, record.images) and np.array_equal(episode.proprio, record.proprio)
+    assert episode.action_logp is None and episode.env_steps is None and episode.action_chunk == 1
 
 
 def test_reader_orders_by_rank_then_episode_id(tmp_path: Path) -> None:
@@ -199,6 +283,7 @@ WRITER_LOOP = """
 import sys
 from pathlib import Path
 import numpy as np
+from dvla_hpc.output.demo_loader import load_demos
 from dvla_hpc.output.episode import EpisodeRecord
 from dvla_hpc.output.trajectory_writer import TrajectoryWriter
 {factory}

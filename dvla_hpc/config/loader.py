@@ -23,12 +23,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     path = Path(path) if path else DEFAULT_CONFIG
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
+    return load_config_text(path.read_text(), overrides, f"config file {path}")
+
+
+def load_config_text(text: str, overrides: list[str] | tuple[str, ...] = (),
+                     origin: str = "config") -> Config:
+    """A config from YAML text (a checkpoint carries its run's config this way)."""
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        raise ConfigError(f"{origin} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
+        raise ConfigError(f"{origin} must hold a mapping of sections, not {type(raw).__name__}")
     for item in overrides:
         key, value = parse_override(item)
         set_dotted(raw, key, value)

@@ -29,6 +29,9 @@ class RunConfig:
     metrics_every_s: float = field(default=5.0, metadata=bounds(0.1))
     checkpoint_every_updates: int = field(default=0, metadata=bounds(0, doc="0 = only at the end"))
     resume: str = field(default="", metadata=bounds(doc="checkpoint file or run directory to resume"))
+    init_from: str = field(default="", metadata=bounds(doc=(
+        "checkpoint file, or run or SFT directory, whose weights start the run: version 0, a fresh "
+        "optimiser, counters at 0 (unlike run.resume)")))
 
 
 @dataclass

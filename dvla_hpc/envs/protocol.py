@@ -16,7 +16,10 @@ class EnvSpec:
     instructions: tuple[str, ...]  # the task catalogue; observations name a task by index
     name: str = ""
     cameras: tuple[str, ...] = ("agentview",)  # frames come stacked in this order
-    initial_states: int = 0  # fixed initial states per task (LIBERO); 0 = drawn from the seed
+    initial_states: int = 0  # fixed initial states per task (LIBERO): seed s starts from s % this; 0 = drawn from the seed
+    # Named parts of the proprio vector, in order, as (name, width): trajectory files store each
+    # part under its name (LIBERO: ee_pos, ee_ori, gripper_states). Empty = one part, "proprio".
+    proprio_keys: tuple[tuple[str, int], ...] = ()
 
     @property
     def frames_shape(self) -> tuple[int, int, int, int]:

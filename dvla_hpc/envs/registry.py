@@ -7,6 +7,7 @@ from typing import Callable
 from dvla_hpc.envs.action_chunk import ActionChunkEnv, chunked_spec
 from dvla_hpc.envs.faulty import FAULT_KWARGS, FaultyEnv
 from dvla_hpc.envs.gymnasium_env import GymnasiumEnv
+from dvla_hpc.envs.libero_env import LiberoEnv
 from dvla_hpc.envs.protocol import Env, EnvSpec
 from dvla_hpc.envs.tabletop import TabletopConfig, TabletopReachEnv
 
@@ -24,6 +25,8 @@ _REGISTRY: dict[str, _Entry] = {
     "debug_faulty": _Entry(FaultyEnv, FaultyEnv.spec_for, FAULT_KWARGS + _TABLETOP_KWARGS),
     "gymnasium": _Entry(GymnasiumEnv, GymnasiumEnv.spec_for,
                         ("gym_id", "observation", "image_size", "max_episode_steps")),
+    "libero": _Entry(LiberoEnv, LiberoEnv.spec_for,
+                     ("suite", "tasks", "cameras", "image_size", "fast_render", "max_episode_steps")),
 }
 
 

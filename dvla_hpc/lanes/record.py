@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from dvla_hpc.envs.protocol import EnvSpec
 from dvla_hpc.lanes.lane import Lane, SlotQueue
 from dvla_hpc.memory.layouts import H
 from dvla_hpc.memory.slab_pool import SlabPool
@@ -10,8 +11,7 @@ from dvla_hpc.output.episode import EpisodeRecord
 from dvla_hpc.output.trajectory_writer import TrajectoryWriter
 
 
-def episode_record(ep: dict, task: str, instructions: tuple[str, ...], dones: np.ndarray,
-                   cameras: tuple[str, ...] = ("agentview",)) -> EpisodeRecord:
+def episode_record(ep: dict, task: str, spec: EnvSpec, action_chunk: int, dones: np.ndarray) -> EpisodeRecord:
     """Views of the slot (written out before the slot is released, so nothing is copied).
     `dones` is the caller's all-False-but-last buffer of the episode's length."""
     header = ep["header"]
@@ -19,18 +19,18 @@ def episode_record(ep: dict, task: str, instructions: tuple[str, ...], dones: np
     return EpisodeRecord(
         images=ep["image"][:t], proprio=ep["proprio"][:t], actions=ep["action"][:t],
         rewards=ep["reward"][:t], dones=dones, policy_versions=ep["version"][:t],
-        task=task, instruction=instructions[int(header[H.TASK])], success=bool(header[H.SUCCESS]),
-        seed=int(header[H.SEED]), cameras=cameras)
+        action_logp=ep["logp"][:t], env_steps=ep["env_steps"][:t], action_chunk=action_chunk,
+        task=task, instruction=spec.instructions[int(header[H.TASK])], success=bool(header[H.SUCCESS]),
+        seed=int(header[H.SEED]), cameras=spec.cameras, proprio_keys=spec.proprio_keys)
 
 
 class RecordLane(Lane):
     def __init__(self, writer: TrajectoryWriter | None, every: int, pool: SlabPool, inbox: SlotQueue,
-                 task: str, instructions: tuple[str, ...], stop, failed,
-                 cameras: tuple[str, ...] = ("agentview",)):
+                 task: str, spec: EnvSpec, action_chunk: int, stop, failed):
         super().__init__("record", stop, failed)
         self.writer, self.every = writer, every
         self.pool, self.inbox = pool, inbox
-        self.task, self.instructions, self.cameras = task, instructions, cameras
+        self.task, self.spec, self.action_chunk = task, spec, action_chunk
         self.seen = 0
         self.written = 0
         self.dones = np.zeros(pool.layout.fields["reward"].shape[0] + 1, dtype=np.bool_)
@@ -48,7 +48,7 @@ class RecordLane(Lane):
                 and not ep["header"][H.FAILED]:
             t = int(ep["header"][H.COUNT])
             dones = self.dones[len(self.dones) - t:]
-            self.writer.write_episode(episode_record(ep, self.task, self.instructions, dones, self.cameras))
+            self.writer.write_episode(episode_record(ep, self.task, self.spec, self.action_chunk, dones))
             self.written += 1
         self.seen += 1
         self.items += 1

@@ -28,6 +28,7 @@ class Checkpoint:
     optimizer_state: dict[str, Any]
     counters: dict[str, int | float]
     rng: dict[str, torch.Tensor]
+    config_yaml: str = ""  # the run's config (YAML text); empty in checkpoints that predate it
 
 
 def checkpoint_path(directory: Path, step: int) -> Path:
@@ -40,6 +41,7 @@ def save_checkpoint(
     optimizer_state: dict[str, Any],
     counters: dict[str, int | float],
     rng: dict[str, torch.Tensor],
+    config_yaml: str = "",
 ) -> None:
     """Write atomically: temp file in the same directory, fsync, rename, fsync the directory."""
     path = Path(path)
@@ -52,6 +54,7 @@ def save_checkpoint(
         "optimizer": optimizer_state,
         "counters": dict(counters),
         "rng": rng,
+        "config_yaml": config_yaml,
     }
     atomic_write(path, lambda file: torch.save(payload, file))
 
@@ -74,6 +77,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         optimizer_state=payload["optimizer"],
         counters=payload["counters"],
         rng=payload["rng"],
+        config_yaml=str(payload.get("config_yaml", "")),
     )
 
 

@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from dvla_hpc.output.episode import EpisodeRecord
+from dvla_hpc.output.obs_keys import PROPRIO_KEY, RGB_SUFFIX, camera_key, decode_parts
 
 SHARD_NAME = re.compile(r"^traj_rank(\d+)_(\d+)\.hdf5$")
 PENDING_DIR_NAME = re.compile(r"^pending_rank(\d+)$")
@@ -112,18 +113,30 @@ def index_episodes(directory: Path) -> list[StoredEpisode]:
     return sorted(by_key.values())
 
 
+def _frames(obs: h5py.Group, camera: str) -> np.ndarray:
+    key = camera_key(camera)
+    if key not in obs and f"{camera}{RGB_SUFFIX}" in obs:  # files written before LIBERO's key names
+        key = f"{camera}{RGB_SUFFIX}"
+    return obs[key][()]
+
+
 def read_demo(group: h5py.Group) -> EpisodeRecord:
     obs = group["obs"]
     attrs = group.attrs
     cameras = tuple(str(attrs.get("cameras", "agentview")).split(","))
+    parts = decode_parts(attrs["proprio_keys"]) if "proprio_keys" in attrs else ((PROPRIO_KEY, 0),)
     return EpisodeRecord(
-        images=np.stack([obs[f"{camera}_rgb"][()] for camera in cameras], axis=1),
+        images=np.stack([_frames(obs, camera) for camera in cameras], axis=1),
         cameras=cameras,
-        proprio=obs["proprio"][()],
+        proprio=np.concatenate([obs[name][()] for name, _ in parts], axis=1),
         actions=group["actions"][()],
         rewards=group["rewards"][()],
         dones=group["dones"][()].astype(np.bool_),
         policy_versions=group["policy_versions"][()],
+        action_logp=group["action_logp"][()] if "action_logp" in group else None,
+        env_steps=group["env_steps"][()] if "env_steps" in group else None,
+        action_chunk=int(attrs.get("action_chunk", 1)),
+        proprio_keys=() if [name for name, _ in parts] == [PROPRIO_KEY] else parts,
         task=str(attrs["task"]),
         instruction=str(attrs["instruction"]),
         success=bool(attrs["success"]),

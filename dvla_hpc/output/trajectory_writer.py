@@ -6,6 +6,16 @@ Each episode becomes its own pending file (temp file, fsync, atomic rename). Eve
 fsync, atomic rename) and only then deleted. A shard lists the episode ids it holds, so a pending
 file that survived a crash after its shard was renamed is recognised as a duplicate: readers skip
 it and the next writer for the same rank deletes it. One writer per (directory, rank) at a time.
+
+What a file holds, beyond LIBERO's own keys (obs/agentview_rgb, obs/eye_in_hand_rgb, proprio parts
+by name, actions, rewards, dones; data attrs env_args, problem_info, total; demo attr num_samples):
+- one row per policy decision: with action chunks (demo attr action_chunk = k > 1) an `actions`
+  row is k actions of A dims, flattened, and `env_steps` says how many the simulator executed;
+  `output/demo_loader.py` unrolls them into one row per simulator step, as LIBERO stores them;
+- `policy_versions` (T,) and `action_logp` (T, k * A): the behaviour policy's version and the
+  log-probability of each action token (a row's sum is the action's log-probability);
+- frames exactly as the policy saw them (no macros_image_convention attr: LIBERO's own files say
+  "opengl", upside down, and the loader turns those the way the LIBERO env adapter does).
 """
 from __future__ import annotations
 
@@ -19,6 +29,7 @@ import h5py
 import numpy as np
 
 from dvla_hpc.output.episode import UNASSIGNED_EPISODE_ID, EpisodeRecord
+from dvla_hpc.output.obs_keys import camera_key, encode_parts, proprio_parts
 from dvla_hpc.output.trajectory_reader import (
     EPISODE_IDS_DATASET,
     TrajectoryFileError,
@@ -59,19 +70,29 @@ def _write_demo(data: h5py.Group, name: str, record: EpisodeRecord) -> None:
     frame_shape = record.images.shape[2:]
     for i, camera in enumerate(record.cameras):
         obs.create_dataset(
-            f"{camera}_rgb",
+            camera_key(camera),
             data=record.images[:, i],
             chunks=(1, *frame_shape),
             compression=IMAGE_COMPRESSION,
             compression_opts=IMAGE_COMPRESSION_LEVEL,
         )
-    obs.create_dataset("proprio", data=record.proprio)
+    parts = proprio_parts(record.proprio_keys, record.proprio.shape[1])
+    start = 0
+    for part, width in parts:
+        obs.create_dataset(part, data=record.proprio[:, start: start + width])
+        start += width
     demo.create_dataset("actions", data=record.actions)
     demo.create_dataset("rewards", data=record.rewards)
     demo.create_dataset("dones", data=record.dones)
     demo.create_dataset("policy_versions", data=record.policy_versions)
+    if record.action_logp is not None:
+        demo.create_dataset("action_logp", data=record.action_logp)
+    if record.env_steps is not None:
+        demo.create_dataset("env_steps", data=record.env_steps)
     demo.attrs["num_samples"] = np.int64(record.num_steps)
     demo.attrs["cameras"] = ",".join(record.cameras)
+    demo.attrs["proprio_keys"] = encode_parts(parts)
+    demo.attrs["action_chunk"] = np.int64(record.action_chunk)
     demo.attrs["task"] = record.task
     demo.attrs["instruction"] = record.instruction
     demo.attrs["success"] = np.bool_(record.success)
@@ -81,21 +102,24 @@ def _write_demo(data: h5py.Group, name: str, record: EpisodeRecord) -> None:
     demo.attrs["policy_version_max"] = np.int64(record.policy_versions.max())
 
 
-def _write_index(file: h5py.File, episode_ids: list[int], total: int, env_name: str, rank: int) -> None:
-    file.create_dataset(EPISODE_IDS_DATASET, data=np.asarray(episode_ids, dtype=np.int64))
-    data = file["data"]
-    data.attrs["total"] = np.int64(total)
-    data.attrs["env_args"] = json.dumps({"env_name": env_name, "env_kwargs": {}})
-    data.attrs["rank"] = np.int64(rank)
+def _language_instruction(instructions: list[str]) -> str | list[str]:
+    """LIBERO's files hold one task, so one instruction; a file of several tasks lists them all."""
+    distinct = list(dict.fromkeys(instructions))
+    return distinct[0] if len(distinct) == 1 else distinct
 
 
 class TrajectoryWriter:
-    def __init__(self, directory: Path, rank: int, env_name: str, episodes_per_shard: int = 200) -> None:
+    def __init__(self, directory: Path, rank: int, env_name: str, episodes_per_shard: int = 200,
+                 env_kwargs: dict | None = None, task_catalogue: tuple[str, ...] = ()) -> None:
+        """`env_kwargs` (JSON-able) rebuild the env with `make_env(env_name, **env_kwargs)`;
+        `task_catalogue` is the env's instruction list (EnvSpec.instructions)."""
         if episodes_per_shard < 1:
             raise ValueError(f"episodes_per_shard must be >= 1, got {episodes_per_shard}")
         self.directory = Path(directory)
         self.rank = rank
         self.env_name = env_name
+        self.env_args = json.dumps({"env_name": env_name, "env_kwargs": dict(env_kwargs or {})})
+        self.task_catalogue = list(task_catalogue)
         self.episodes_per_shard = episodes_per_shard
         self._pending_dir = pending_dir(self.directory, rank)
         self._pending_dir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +167,7 @@ class TrajectoryWriter:
         temp = _temp_path(final)
         with h5py.File(temp, "w") as file:
             _write_demo(file.create_group("data"), "demo_0", record)
-            _write_index(file, [episode_id], record.num_steps, self.env_name, self.rank)
+            self._write_index(file, [episode_id], record.num_steps, [record.instruction])
         _publish(temp, final)
 
         self._pending[episode_id] = final
@@ -158,6 +182,7 @@ class TrajectoryWriter:
         final = shard_path(self.directory, self.rank, self._next_shard_index)
         temp = _temp_path(final)
         total = 0
+        instructions = []
         with h5py.File(temp, "w") as shard:
             data = shard.create_group("data")
             for position, episode_id in enumerate(episode_ids):
@@ -167,15 +192,30 @@ class TrajectoryWriter:
                         demo = source["data/demo_0"]
                         source.copy(demo, data, name=f"demo_{position}")
                         total += int(demo.attrs["num_samples"])
+                        instructions.append(str(demo.attrs["instruction"]))
                 except (OSError, KeyError) as exc:
                     raise TrajectoryFileError(f"{source_path}: unreadable pending episode ({exc})") from exc
-            _write_index(shard, episode_ids, total, self.env_name, self.rank)
+            self._write_index(shard, episode_ids, total, instructions)
         _publish(temp, final)
         # Only now is it safe to drop the pending copies; a crash before the loop ends leaves
         # duplicates that readers skip and the next writer deletes.
         for episode_id in episode_ids:
             self._pending.pop(episode_id).unlink()
         self._next_shard_index += 1
+
+    def _write_index(self, file: h5py.File, episode_ids: list[int], total: int,
+                     instructions: list[str]) -> None:
+        file.create_dataset(EPISODE_IDS_DATASET, data=np.asarray(episode_ids, dtype=np.int64))
+        data = file["data"]
+        data.attrs["total"] = np.int64(total)  # samples (rows) over all demos, as robomimic counts
+        data.attrs["num_demos"] = np.int64(len(episode_ids))
+        data.attrs["env_name"] = self.env_name
+        data.attrs["env_args"] = self.env_args
+        data.attrs["problem_info"] = json.dumps({
+            "problem_name": self.env_name, "domain_name": "dvla_hpc",
+            "language_instruction": _language_instruction(instructions),
+            "task_catalogue": self.task_catalogue})
+        data.attrs["rank"] = np.int64(self.rank)
 
     def close(self) -> None:
         if self._closed:

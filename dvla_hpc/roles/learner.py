@@ -12,13 +12,13 @@ from dvla_hpc.lanes.lane import Lane
 from dvla_hpc.learn.replicas import LearnerReplicas
 from dvla_hpc.memory.layouts import SlabKind
 from dvla_hpc.output.metrics_log import MetricsLog
-from dvla_hpc.output.trajectory_writer import TrajectoryWriter
 from dvla_hpc.planes.control import Kind, Message
 from dvla_hpc.roles.common import EPISODE_TAG, RankContext, follow_until_stop, raise_if_failed
 from dvla_hpc.roles.root_inbox import RootInbox
 from dvla_hpc.roles.transports import episode_transport
 from dvla_hpc.roles.tree import distribution_tree, wire_device
 from dvla_hpc.runtime import assembly
+from dvla_hpc.runtime.init_from import load_initial_weights
 from dvla_hpc.runtime.report import build_summary, memory_report, rank_summary
 from dvla_hpc.runtime.reports import merge_lane_reports, rank_report
 from dvla_hpc.runtime.run_dir import resume_learner, save_learner
@@ -39,8 +39,9 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
                                cfg.learn.check_replicas)
     learner = assembly.build_learner(bp, ctx.device, replicas)
     resumed = resume_learner(learner, cfg.run.resume) if cfg.run.resume else {}
-    writer = TrajectoryWriter(run_dir / "trajectories", ctx.rank, cfg.env.name,
-                              cfg.output.episodes_per_shard) if cfg.output.record_every else None
+    if cfg.run.init_from:  # main checked that it fits; every replica starts from the same weights
+        load_initial_weights(learner, cfg.run.init_from)
+    writer = assembly.trajectory_writer(bp, run_dir / "trajectories", ctx.rank)
     sig = assembly.Signals(ctx.stop, ctx.failed)
     if not is_root:
         lanes = assembly.learn_lanes(bp, learner, ports, sig, lambda record: None, writer)
@@ -63,7 +64,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
             ctx.control.post(rank, Message(Kind.WEIGHTS, ctx.rank, version=version))
 
     lanes = assembly.learn_lanes(bp, learner, ports, sig, metrics.log, writer, publish, send,
-                                 checkpoint=lambda: save_learner(learner, lanes.learn.progress, run_dir))
+                                 checkpoint=lambda: save_learner(learner, lanes.learn.progress, run_dir, cfg))
     lanes.learn.progress.resume_from(resumed)
     inbox = RootInbox(ctx.plan, ctx.rank)
     started = time.perf_counter()
@@ -84,7 +85,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
     inbox.gather_finished(ctx.control)
     ctx.pump.drain_and_stop(ctx.comms.data)
     metrics.close()
-    ckpt = save_learner(learner, lanes.learn.progress, run_dir)
+    ckpt = save_learner(learner, lanes.learn.progress, run_dir, cfg)
     progress = lanes.learn.progress
     own = [lane.report() for lane in lanes.all]
     stopped_by = ctx.stop_request.signal_name or ("signal on another rank" if ctx.stop_request else reason)

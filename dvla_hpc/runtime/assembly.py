@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -23,7 +24,7 @@ from dvla_hpc.learn.replicas import LearnerReplicas
 from dvla_hpc.memory.slab_pool import SlabPool
 from dvla_hpc.memory.static_pool import DoubleBufferedWeights
 from dvla_hpc.output.trajectory_writer import TrajectoryWriter
-from dvla_hpc.runtime.blueprint import Blueprint, make_vector_env
+from dvla_hpc.runtime.blueprint import Blueprint, env_kwargs, make_vector_env
 from dvla_hpc.runtime.devices import uses_bf16
 
 
@@ -132,6 +133,15 @@ def build_learner(bp: Blueprint, device: torch.device,
                        device, uses_bf16(device, cfg.run.autocast_bf16), replicas, cfg.model.action_chunk)
 
 
+def trajectory_writer(bp: Blueprint, directory: Path, rank: int) -> TrajectoryWriter | None:
+    """This learner rank's HDF5 writer (None: output.record_every=0)."""
+    cfg = bp.cfg
+    if not cfg.output.record_every:
+        return None
+    return TrajectoryWriter(directory, rank, cfg.env.name, cfg.output.episodes_per_shard, env_kwargs(cfg),
+                            bp.spec.instructions)
+
+
 @dataclass
 class LearnerLanes:
     learn: LearnLane
@@ -153,5 +163,5 @@ def learn_lanes(bp: Blueprint, learner: GRPOLearner, ports: LearnPorts, sig: Sig
                       lambda slot: retired.put(slot, sig.stop), log_metrics, cfg.learn, sig.stop, sig.failed,
                       checkpoint, cfg.run.checkpoint_every_updates)
     record = RecordLane(writer, cfg.output.record_every, ports.episode_pool, retired, cfg.env.name,
-                        bp.spec.instructions, sig.stop, sig.failed, bp.spec.cameras)
+                        bp.spec, cfg.model.action_chunk, sig.stop, sig.failed)
     return LearnerLanes(learn, record, distribute)

@@ -13,10 +13,10 @@ from dvla_hpc.lanes.lane import Lane
 from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.output.metrics_log import MetricsLog
 from dvla_hpc.output.telemetry import Telemetry
-from dvla_hpc.output.trajectory_writer import TrajectoryWriter
 from dvla_hpc.runtime import assembly
 from dvla_hpc.runtime.blueprint import Blueprint
 from dvla_hpc.runtime.devices import local_device
+from dvla_hpc.runtime.init_from import load_initial_weights
 from dvla_hpc.runtime.memory_check import check_memory_plan
 from dvla_hpc.runtime.report import build_summary, memory_report, rank_summary
 from dvla_hpc.runtime.reports import merge_lane_reports, rank_report
@@ -42,12 +42,13 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
 
     learner = assembly.build_learner(bp, device)
     resumed = resume_learner(learner, cfg.run.resume) if cfg.run.resume else {}
+    if cfg.run.init_from:
+        load_initial_weights(learner, cfg.run.init_from)
     holder = assembly.weight_holder(bp, device, learner.version)
     holder.load_initial(learner.flat, learner.version)
     publisher = WeightPublisher(learner.flat)
     metrics = MetricsLog(run_dir / "metrics.jsonl")
-    writer = TrajectoryWriter(run_dir / "trajectories", 0, cfg.env.name, cfg.output.episodes_per_shard) \
-        if cfg.output.record_every else None
+    writer = assembly.trajectory_writer(bp, run_dir / "trajectories", 0)
 
     flow = assembly.flow_control(bp, samplers=1, learners=1, version=learner.version)
 
@@ -62,7 +63,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
         learner_lanes = assembly.learn_lanes(
             bp, learner, learn_ports, sig, metrics.log, writer, publish,
             LocalDistributeLane(publisher, holder, sig.stop, sig.failed),
-            checkpoint=lambda: save_learner(learner, learner_lanes.learn.progress, run_dir))
+            checkpoint=lambda: save_learner(learner, learner_lanes.learn.progress, run_dir, cfg))
         learner_lanes.learn.progress.resume_from(resumed)
         lanes = [*assembly.sim_lanes(bp, 0, 1, sim_ports, sig, flow),
                  *assembly.infer_lanes(bp, holder, infer_ports, cfg.run.seed + 1, sig),
@@ -81,7 +82,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
     if sig.failed.is_set():
         broken = next(lane for lane in lanes if lane.error is not None)
         raise LaneFailure(f"lane {broken.name} failed:\n{broken.error_text}")
-    ckpt = save_learner(learner, learner_lanes.learn.progress, run_dir)
+    ckpt = save_learner(learner, learner_lanes.learn.progress, run_dir, cfg)
     summary = build_summary(
         learner_lanes.learn.progress, wall, merge_lane_reports([lane.report() for lane in lanes]),
         mode=cfg.run.mode, world_size=1, layout="1 process: every lane a thread",

@@ -20,20 +20,24 @@ def resolve_run_dir(cfg: Config) -> Path:
     return Path("runs") / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def config_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
 def prepare_run_dir(cfg: Config, run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"run.out: cannot create run directory {run_dir}: {err.strerror}") from None
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    (run_dir / "config.yaml").write_text(config_yaml(cfg))
 
 
-def save_learner(learner: GRPOLearner, progress: RunProgress, run_dir: Path) -> Path:
+def save_learner(learner: GRPOLearner, progress: RunProgress, run_dir: Path, cfg: Config) -> Path:
     path = checkpoint_path(run_dir / "checkpoints", learner.version)
     save_checkpoint(path, learner.model.state_dict(), learner.optimizer.state_dict(),
                     {"version": learner.version, "env_steps": progress.env_steps,
                      "episodes": progress.episodes, "updates": progress.updates},
-                    capture_rng_state())
+                    capture_rng_state(), config_yaml(cfg))
     return path
 
 

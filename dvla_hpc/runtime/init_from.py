@@ -1,0 +1,84 @@
+"""Start a run from the weights of another run or of SFT (`run.init_from`): the weights only, so
+the run begins at policy version 0 with a fresh optimiser and its counters at 0 (`run.resume`
+continues a run instead: optimiser, counters and RNG too)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dvla_hpc.config.loader import ConfigError
+from dvla_hpc.config.schema import Config
+from dvla_hpc.learn.learner import GRPOLearner
+from dvla_hpc.output.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from dvla_hpc.runtime.blueprint import Blueprint
+
+KEY = "run.init_from"
+
+
+def checkpoint_file(source: str) -> Path:
+    """A checkpoint file as given, or the newest one under DIR/checkpoints or DIR."""
+    path = Path(source)
+    if path.is_dir():
+        found = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
+        if found is None:
+            raise ConfigError(f"{KEY}: no checkpoint (ckpt_<n>.pt) under {path} or {path / 'checkpoints'}")
+        return found
+    if not path.is_file():
+        raise ConfigError(f"{KEY}: {path} does not exist")
+    return path
+
+
+def read_weights(source: str) -> tuple[Path, dict[str, torch.Tensor]]:
+    path = checkpoint_file(source)
+    try:
+        return path, load_checkpoint(path).model_state
+    except CheckpointError as err:
+        raise ConfigError(f"{KEY}: {err}") from None
+
+
+def misfit(weights: dict[str, torch.Tensor], model: nn.Module) -> str | None:
+    """How `weights` fail to fit `model` (names and shapes), or None when they fit."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    reshaped = [f"{name} {tuple(weights[name].shape)} != {tuple(tensor.shape)}"
+                for name, tensor in expected.items()
+                if name in weights and weights[name].shape != tensor.shape]
+    problems = [f"{what} {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+                for what, names in (("missing", missing), ("unexpected", unexpected),
+                                    ("shape (checkpoint != model)", reshaped)) if names]
+    return "; ".join(problems) or None
+
+
+def init_from_problem(cfg: Config) -> str | None:
+    """Why `run.init_from` cannot start this config's model (None: it can). Builds the model on the
+    meta device, so the check costs no memory whatever the model's size."""
+    if not cfg.run.init_from:
+        return None
+    try:
+        if cfg.run.resume:
+            raise ConfigError(f"{KEY} and run.resume exclude each other: resume continues a run "
+                              "(weights, optimiser, counters), init_from starts a new one from weights")
+        path, weights = read_weights(cfg.run.init_from)
+        with torch.device("meta"):
+            model = Blueprint.from_config(cfg).make_policy()
+        problem = misfit(weights, model)
+        if problem:
+            raise ConfigError(f"{KEY}: {path} does not fit this model config ({problem}); "
+                              "give the model.* and env.* settings the checkpoint was trained with")
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def load_initial_weights(learner: GRPOLearner, source: str) -> Path:
+    """Copy the checkpoint's weights into the learner's model, in place (its parameters stay views
+    of the flat buffer that weights are published from)."""
+    path, weights = read_weights(source)
+    problem = misfit(weights, learner.model)
+    if problem:
+        raise ConfigError(f"{KEY}: {path} does not fit this model config ({problem})")
+    learner.model.load_state_dict(weights)
+    return path
