@@ -11,6 +11,8 @@ from typing import Mapping, Sequence
 import numpy as np
 from mpi4py import MPI
 
+from dvla_hpc.planes.tree_header import HEADER_FIELDS, BroadcastError, check_header, write_header
+
 IdMap = Mapping[int, int] | Sequence[int]
 
 
@@ -18,10 +20,6 @@ IdMap = Mapping[int, int] | Sequence[int]
 class TreeLinks:
     parent: int | None  # None at the root
     children: tuple[int, ...] = ()  # deeper subtrees first, so they start forwarding early
-
-
-class BroadcastError(RuntimeError):
-    """A broadcast header or payload failed validation."""
 
 
 def plan_tree(members: Sequence[int], root: int, node_of: IdMap, switch_of: IdMap,
@@ -85,10 +83,6 @@ def count_crossings(tree: Mapping[int, TreeLinks], switch_of: IdMap,
         "depth": max((depth_of(m) for m in tree), default=0),
         "max_fanout": max((len(links.children) for links in tree.values()), default=0),
     }
-
-
-MAGIC = 0x44564C4154524545  # b"DVLATREE"
-HEADER_FIELDS = 8  # magic, version, nbytes, n_chunks, chunk_bytes, crc32, reserved, header crc
 
 
 @dataclass
@@ -155,9 +149,7 @@ class TreeBroadcast:
         if source is not None:
             self._target = self._requests_for(source)
         crc = zlib.crc32(self._target.array.view(np.uint8)) if self._verify else 0
-        self._header_out[:] = (MAGIC, version, self._nbytes, self._n_chunks,
-                               self._chunk_bytes, crc, 0, 0)
-        self._header_out[7] = zlib.crc32(self._header_out[:7].tobytes())
+        write_header(self._header_out, version, self._nbytes, self._n_chunks, self._chunk_bytes, crc)
         MPI.Prequest.Startall(self._header_sends)
         for sends in self._target.sends_by_chunk:
             MPI.Prequest.Startall(sends)
@@ -244,20 +236,7 @@ class TreeBroadcast:
         count = self._status.Get_count(MPI.INT64_T)
         if count != HEADER_FIELDS:
             raise BroadcastError(f"{where} has {count} int64 fields, expected {HEADER_FIELDS}")
-        if int(h[0]) != MAGIC:
-            raise BroadcastError(f"{where} is corrupt: magic {int(h[0]):#x}, expected {MAGIC:#x}")
-        if int(h[7]) != zlib.crc32(h[:7].tobytes()):
-            raise BroadcastError(f"{where} is corrupt: its checksum does not match its fields")
-        version, nbytes, n_chunks, chunk_bytes = (int(v) for v in h[1:5])
-        if nbytes != self._nbytes:
-            raise BroadcastError(f"{where} announces {nbytes} bytes but this member's buffer "
-                                 f"holds {self._nbytes}: every member needs the same buffer size")
-        if chunk_bytes != self._chunk_bytes or n_chunks != self._n_chunks:
-            raise BroadcastError(f"{where} announces {n_chunks} chunks of {chunk_bytes} bytes, "
-                                 f"this member expects {self._n_chunks} of {self._chunk_bytes}: "
-                                 f"every member must use the same chunk_bytes")
-        if version < 0:
-            raise BroadcastError(f"{where} announces negative version {version}")
+        version = check_header(h, where, self._nbytes, self._n_chunks, self._chunk_bytes)
         self._version, self._next_chunk, self._crc = version, 0, 0
         self._header_out[:] = h
         MPI.Prequest.Startall(self._target.recvs)

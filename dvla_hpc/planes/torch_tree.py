@@ -8,13 +8,13 @@ that was already on its way) before it returns. Every member of the tree must ca
 from __future__ import annotations
 
 import time
-import zlib
 from typing import Sequence
 
 import torch
 
 from dvla_hpc.planes.backoff import Backoff
-from dvla_hpc.planes.broadcast_tree import HEADER_FIELDS, MAGIC, BroadcastError, TreeLinks
+from dvla_hpc.planes.broadcast_tree import TreeLinks
+from dvla_hpc.planes.tree_header import HEADER_FIELDS, check_header, write_header
 from dvla_hpc.planes.torch_plane import DISTRIBUTION, TorchPlane, WorkStream
 
 CLOSE = -1  # the version a CLOSE header carries
@@ -142,20 +142,7 @@ class TorchTreeBroadcast:
         self._header_host.copy_(self._header_in)
         h = self._header_host.numpy()
         where = f"broadcast header from member {self._links.parent} (tag {self._header_tag})"
-        if int(h[0]) != MAGIC:
-            raise BroadcastError(f"{where} is corrupt: magic {int(h[0]):#x}, expected {MAGIC:#x}")
-        if int(h[7]) != zlib.crc32(h[:7].tobytes()):
-            raise BroadcastError(f"{where} is corrupt: its checksum does not match its fields")
-        version, nbytes, n_chunks, chunk_bytes = (int(v) for v in h[1:5])
-        if nbytes != self._nbytes:
-            raise BroadcastError(f"{where} announces {nbytes} bytes but this member's buffer "
-                                 f"holds {self._nbytes}: every member needs the same buffer size")
-        if chunk_bytes != self._chunk_bytes or n_chunks != self._n_chunks:
-            raise BroadcastError(f"{where} announces {n_chunks} chunks of {chunk_bytes} bytes, "
-                                 f"this member expects {self._n_chunks} of {self._chunk_bytes}: "
-                                 f"every member must use the same chunk_bytes")
-        if version < CLOSE:
-            raise BroadcastError(f"{where} announces negative version {version}")
+        version = check_header(h, where, self._nbytes, self._n_chunks, self._chunk_bytes, CLOSE)
         for child in self._links.children:
             self._send(self._header_in, child, self._header_tag)
         if version == CLOSE:
@@ -176,9 +163,7 @@ class TorchTreeBroadcast:
             self._state = "forwarding"
 
     def _send_header(self, version: int) -> None:
-        h = self._header_host.numpy()
-        h[:] = (MAGIC, version, self._nbytes, self._n_chunks, self._chunk_bytes, 0, 0, 0)
-        h[7] = zlib.crc32(h[:7].tobytes())
+        write_header(self._header_host.numpy(), version, self._nbytes, self._n_chunks, self._chunk_bytes)
         self._header_out.copy_(self._header_host)
         for child in self._links.children:
             self._send(self._header_out, child, self._header_tag)

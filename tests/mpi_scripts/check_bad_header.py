@@ -13,7 +13,8 @@ from _common import install_abort_hooks, poll
 
 install_abort_hooks()
 
-from dvla_hpc.planes.broadcast_tree import MAGIC, TreeBroadcast, TreeLinks  # noqa: E402
+from dvla_hpc.planes.broadcast_tree import TreeBroadcast, TreeLinks  # noqa: E402
+from dvla_hpc.planes.tree_header import MAGIC  # noqa: E402
 
 mode = sys.argv[1]
 comm = MPI.COMM_WORLD.Dup()

@@ -15,7 +15,8 @@ from _common import install_abort_hooks, poll
 
 install_abort_hooks()
 
-from dvla_hpc.planes.broadcast_tree import MAGIC, TreeLinks  # noqa: E402
+from dvla_hpc.planes.broadcast_tree import TreeLinks  # noqa: E402
+from dvla_hpc.planes.tree_header import MAGIC  # noqa: E402
 from dvla_hpc.planes.torch_plane import init_torch_plane  # noqa: E402
 from dvla_hpc.planes.torch_tree import TorchTreeBroadcast  # noqa: E402
 
