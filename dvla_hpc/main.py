@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         if world.Get_rank() != 0:
             return 0
         return print_plan(cfg, args.ranks or world.Get_size(), args.gpus_per_node)
-    if cfg.run.init_from and refuse_init_from(cfg, world):
+    if (cfg.run.init_from or cfg.run.resume) and refuse_starting_weights(cfg, world):
         return 2
     stop_request = StopRequest()
     stop_request.install()
@@ -81,16 +81,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def refuse_init_from(cfg, world) -> bool:
-    """Rank 0 checks that run.init_from fits the model; every rank learns the verdict, so a
-    misfit ends the whole job with one message and exit code 2 before anything starts."""
+def refuse_starting_weights(cfg, world) -> bool:
+    """Rank 0 checks that the checkpoint of run.init_from or run.resume fits the model; every rank
+    learns the verdict, so a misfit ends the whole job with one message and exit code 2 before
+    anything starts."""
     import numpy as np
 
     from dvla_hpc.planes.backoff import wait_requests
-    from dvla_hpc.runtime.init_from import init_from_problem
-    problem = init_from_problem(cfg) if world.Get_rank() == 0 else None
+    from dvla_hpc.runtime.init_from import starting_weights_problem
+    problem = starting_weights_problem(cfg) if world.Get_rank() == 0 else None
     verdict = np.array([problem is not None], dtype=np.int64)
-    wait_requests(world.Ibcast(verdict, root=0), what="run.init_from check")
+    wait_requests(world.Ibcast(verdict, root=0), what="starting weights check")
     if problem is not None:
         print(f"config error: {problem}", file=sys.stderr)
     return bool(verdict[0])

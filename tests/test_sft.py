@@ -278,6 +278,23 @@ def test_main_refuses_an_init_checkpoint_that_does_not_fit(tmp_path: Path) -> No
     assert both.returncode == 2 and "exclude each other" in both.stderr
 
 
+@pytest.mark.mpi
+@pytest.mark.parametrize("ranks", [1, 3])
+def test_a_resume_checkpoint_that_does_not_fit_ends_every_rank_with_exit_2(tmp_path: Path, ranks: int) -> None:
+    traj = tmp_path / "trajectories"
+    write_tabletop_trajectories(traj, episodes=2)
+    assert sft.main(["--data", str(traj), "--out", str(tmp_path / "sft"), "--epochs", "1",
+                     "model.width=32"]) == 0
+    misfit = run_main(main_command(tmp_path / "run", ranks, "--resume", str(tmp_path / "sft")), timeout=120)
+    assert misfit.returncode == 2, misfit.stderr[-2000:]
+    assert "run.resume" in misfit.stderr and "does not fit this model config" in misfit.stderr
+    assert "Traceback" not in misfit.stderr
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    garbage = run_main(main_command(tmp_path / "run2", ranks, "--resume", str(tmp_path / "garbage.pt")),
+                       timeout=120)
+    assert garbage.returncode == 2 and "run.resume" in garbage.stderr and "Traceback" not in garbage.stderr
+
+
 @pytest.mark.libero
 def test_sft_on_libero_layout_with_the_real_libero_spec(tmp_path: Path) -> None:
     pytest.importorskip("libero", reason="LIBERO lives in .venv-libero (make install-libero)")

@@ -43,9 +43,8 @@ class VLAPolicy(nn.Module):
         self.trunk = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.width)
         self.action_head = nn.Linear(cfg.width, cfg.action_bins)
-        self.cameras = len(spec.cameras)
-        if self.cameras > 1:  # created last: one-camera policies initialise as before
-            self.camera_embed = nn.Parameter(torch.randn(self.cameras, 1, cfg.width) * 0.02)
+        if len(spec.cameras) > 1:  # created last: one-camera policies initialise as before
+            self.camera_embed = nn.Parameter(torch.randn(len(spec.cameras), 1, cfg.width) * 0.02)
 
     def forward(self, batch: PolicyBatch) -> torch.Tensor:
         """Logits of shape (B, action_dim, bins)."""

@@ -17,25 +17,26 @@ from dvla_hpc.runtime.blueprint import Blueprint
 KEY = "run.init_from"
 
 
-def checkpoint_file(source: str) -> Path:
-    """A checkpoint file as given, or the newest one under DIR/checkpoints or DIR."""
+def checkpoint_file(source: str, key: str = KEY) -> Path:
+    """A checkpoint file as given, or the newest one under DIR/checkpoints or DIR; `key` names the
+    setting in errors."""
     path = Path(source)
     if path.is_dir():
         found = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
         if found is None:
-            raise ConfigError(f"{KEY}: no checkpoint (ckpt_<n>.pt) under {path} or {path / 'checkpoints'}")
+            raise ConfigError(f"{key}: no checkpoint (ckpt_<n>.pt) under {path} or {path / 'checkpoints'}")
         return found
     if not path.is_file():
-        raise ConfigError(f"{KEY}: {path} does not exist")
+        raise ConfigError(f"{key}: {path} does not exist")
     return path
 
 
-def read_weights(source: str) -> tuple[Path, dict[str, torch.Tensor]]:
-    path = checkpoint_file(source)
+def read_weights(source: str, key: str = KEY) -> tuple[Path, dict[str, torch.Tensor]]:
+    path = checkpoint_file(source, key)
     try:
         return path, load_checkpoint(path).model_state
     except CheckpointError as err:
-        raise ConfigError(f"{KEY}: {err}") from None
+        raise ConfigError(f"{key}: {err}") from None
 
 
 def misfit(weights: dict[str, torch.Tensor], model: nn.Module) -> str | None:
@@ -52,21 +53,23 @@ def misfit(weights: dict[str, torch.Tensor], model: nn.Module) -> str | None:
     return "; ".join(problems) or None
 
 
-def init_from_problem(cfg: Config) -> str | None:
-    """Why `run.init_from` cannot start this config's model (None: it can). Builds the model on the
-    meta device, so the check costs no memory whatever the model's size."""
-    if not cfg.run.init_from:
+def starting_weights_problem(cfg: Config) -> str | None:
+    """Why the checkpoint of `run.init_from` or `run.resume` cannot start this config's model
+    (None: it can, or neither is set). Builds the model on the meta device, so the check costs no
+    memory whatever the model's size."""
+    key, source = (KEY, cfg.run.init_from) if cfg.run.init_from else ("run.resume", cfg.run.resume)
+    if not source:
         return None
     try:
-        if cfg.run.resume:
+        if cfg.run.init_from and cfg.run.resume:
             raise ConfigError(f"{KEY} and run.resume exclude each other: resume continues a run "
                               "(weights, optimiser, counters), init_from starts a new one from weights")
-        path, weights = read_weights(cfg.run.init_from)
+        path, weights = read_weights(source, key)
         with torch.device("meta"):
             model = Blueprint.from_config(cfg).make_policy()
         problem = misfit(weights, model)
         if problem:
-            raise ConfigError(f"{KEY}: {path} does not fit this model config ({problem}); "
+            raise ConfigError(f"{key}: {path} does not fit this model config ({problem}); "
                               "give the model.* and env.* settings the checkpoint was trained with")
     except ConfigError as err:
         return str(err)

@@ -10,8 +10,9 @@ from dvla_hpc.config.loader import ConfigError, to_dict
 from dvla_hpc.config.schema import Config
 from dvla_hpc.learn.learner import GRPOLearner
 from dvla_hpc.lanes.learn import RunProgress
-from dvla_hpc.output.checkpoint import (capture_rng_state, checkpoint_path, latest_checkpoint,
+from dvla_hpc.output.checkpoint import (CheckpointError, capture_rng_state, checkpoint_path,
                                         load_checkpoint, restore_rng_state, save_checkpoint)
+from dvla_hpc.runtime.init_from import checkpoint_file
 
 
 def resolve_run_dir(cfg: Config) -> Path:
@@ -43,13 +44,11 @@ def save_learner(learner: GRPOLearner, progress: RunProgress, run_dir: Path, cfg
 
 def resume_learner(learner: GRPOLearner, source: str) -> dict:
     """Load weights, optimizer, counters and RNG from a checkpoint file or a run directory."""
-    path = Path(source)
-    if path.is_dir():
-        found = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
-        if found is None:
-            raise ConfigError(f"run.resume: no checkpoint found under {path}")
-        path = found
-    ckpt = load_checkpoint(path)
+    path = checkpoint_file(source, "run.resume")
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError as err:
+        raise ConfigError(f"run.resume: {err}") from None
     try:
         learner.model.load_state_dict(ckpt.model_state)
     except RuntimeError as err:
