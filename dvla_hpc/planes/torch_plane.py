@@ -265,16 +265,16 @@ def init_torch_plane(world: MPI.Comm, members: Sequence[int], distribution: Sequ
         return None
     import torch.distributed as dist
 
-    host, port = _rendezvous_address(comm, timeout_s)
+    timeout = timedelta(seconds=timeout_s)
+    store = _rendezvous_store(comm, timeout)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    timeout = timedelta(seconds=timeout_s)
     # No device_id: with an eagerly initialised NCCL communicator every p2p work of the group
     # would share one stream, and a pre-posted receive would hold up all the others.
     hook = sys.excepthook
-    dist.init_process_group(backend, init_method=f"tcp://{host}:{port}", rank=comm.Get_rank(),
-                            world_size=len(members), timeout=timeout)
+    dist.init_process_group(backend, store=store, rank=comm.Get_rank(), world_size=len(members),
+                            timeout=timeout)
     # torch wraps the hook to prefix tracebacks with the rank, writing them only after the old
     # hook returns; a hook that aborts the MPI job (invariant 4) would then never show the error.
     sys.excepthook = hook
@@ -297,24 +297,34 @@ def _check_lists(world_size: int, members: list[int], distribution: list[int],
                              f"(members {members}; not members: {outside})")
 
 
-def _rendezvous_address(comm: MPI.Comm, timeout_s: float) -> tuple[str, int]:
-    """The first member's reachable address and a free port on it, shared with every member."""
+def _rendezvous_store(comm: MPI.Comm, timeout: timedelta) -> Any:
+    """torch's rendezvous store: the first member serves it on a port the OS picks as it binds
+    (no window in which another process can take a port chosen beforehand) and shares its
+    reachable address and that port over MPI; the others connect to it."""
+    import torch.distributed as dist
+
+    timeout_s = timeout.total_seconds()
     name = socket.gethostname()
     mine = np.array([int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "little")],
                     dtype=np.int64)
     hosts = np.empty(comm.Get_size(), dtype=np.int64)
     wait_requests(comm.Iallgather(mine, hosts), timeout_s=timeout_s, what="torch plane host gather")
     address = np.zeros(HOST_BYTES + 8, dtype=np.uint8)
+    store = None
     if comm.Get_rank() == 0:
         host = "127.0.0.1" if len(set(hosts.tolist())) == 1 else _reachable_host(name)
         encoded = host.encode()
         if len(encoded) > HOST_BYTES:
             raise ValueError(f"rendezvous host name {host!r} is longer than {HOST_BYTES} bytes")
+        store = dist.TCPStore(host, 0, comm.Get_size(), True, timeout, wait_for_workers=False)
         address[:len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
-        address[HOST_BYTES:].view(np.int64)[0] = _free_port(host)
+        address[HOST_BYTES:].view(np.int64)[0] = store.port
     wait_requests(comm.Ibcast(address, root=0), timeout_s=timeout_s, what="torch plane address")
-    host = bytes(address[:HOST_BYTES]).rstrip(b"\0").decode()
-    return host, int(address[HOST_BYTES:].view(np.int64)[0])
+    if store is None:
+        host = bytes(address[:HOST_BYTES]).rstrip(b"\0").decode()
+        store = dist.TCPStore(host, int(address[HOST_BYTES:].view(np.int64)[0]), comm.Get_size(), False,
+                              timeout)
+    return store
 
 
 def _reachable_host(name: str) -> str:
@@ -324,10 +334,3 @@ def _reachable_host(name: str) -> str:
     except OSError:
         return name
     return name if address.startswith("127.") else address
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind(("" if host != "127.0.0.1" else host, 0))
-        return probe.getsockname()[1]
