@@ -8,24 +8,19 @@ from pathlib import Path
 from dvla_hpc.config.loader import ConfigError, load_config_text
 from dvla_hpc.config.schema import Config
 from dvla_hpc.model.vla import VLAPolicy
-from dvla_hpc.output.checkpoint import Checkpoint, CheckpointError, latest_checkpoint, load_checkpoint
+from dvla_hpc.output.checkpoint import Checkpoint, CheckpointError, find_checkpoint, load_checkpoint
 
 
 class EvalInputError(ValueError):
     """Bad evaluation input; the message names the argument and the problem in one line."""
 
 
-def find_checkpoint(source: str) -> Path:
+def checkpoint_to_evaluate(source: str) -> Path:
     """A checkpoint file as given, or the newest one of a run directory (or of a checkpoints/ dir)."""
-    path = Path(source)
-    if not path.exists():
-        raise EvalInputError(f"--checkpoint: {path} does not exist")
-    if path.is_dir():
-        found = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
-        if found is None:
-            raise EvalInputError(f"--checkpoint: no checkpoint (ckpt_<step>.pt) under {path}")
-        return found
-    return path
+    try:
+        return find_checkpoint(source)
+    except FileNotFoundError as err:
+        raise EvalInputError(f"--checkpoint: {err}") from None
 
 
 def read_checkpoint(path: Path) -> Checkpoint:

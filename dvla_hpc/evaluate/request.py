@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dvla_hpc.config.schema import Config, EnvConfig
 from dvla_hpc.evaluate.checkpoint_source import (EvalInputError, checkpoint_config_text, config_from_text,
-                                                 find_checkpoint, read_checkpoint)
+                                                 checkpoint_to_evaluate, read_checkpoint)
 from dvla_hpc.evaluate.plan import MAX_SEED
 from dvla_hpc.output.checkpoint import Checkpoint
 
@@ -48,7 +48,7 @@ class EvalRequest:
 
 def build_request(args: EvalArgs) -> EvalRequest:
     check_counts(args)
-    path = find_checkpoint(args.checkpoint)
+    path = checkpoint_to_evaluate(args.checkpoint)
     ckpt = read_checkpoint(path)
     text = checkpoint_config_text(path, ckpt)
     trained = config_from_text(text, [])

@@ -40,8 +40,9 @@ class TrainingArena:
         self.mb_tasks = zeros("arena/mb_tasks", (mb,), torch.int64)
         self.mb_words = zeros("arena/mb_words", (mb, instruction_tokens.shape[1]), torch.int64)
         self.mb_env_steps = zeros("arena/mb_env_steps", (mb,), torch.int32)
-        self.steps = {"image": self.images, "proprio": self.proprio, "tokens": self.tokens, "logp": self.logp,
-                      "env_steps": self.env_steps}
+        self.steps = {"image": self.images, "proprio": self.proprio, "tokens": self.tokens, "logp": self.logp}
+        if action_chunk > 1:  # only chunks can run fewer actions than they carry
+            self.steps["env_steps"] = self.env_steps
         self.action_chunk = action_chunk
         self.chunk_index = torch.arange(a, device=device) // (a // action_chunk)  # token -> its action
         self.mb_executed = zeros("arena/mb_executed", (mb, a), torch.bool)
@@ -61,7 +62,8 @@ class TrainingArena:
         self.episodes += 1
         return row
 
-    def minibatch(self, rows: torch.Tensor) -> tuple[PolicyBatch, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def minibatch(self, rows: torch.Tensor
+                  ) -> tuple[PolicyBatch, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(inputs, behaviour tokens, behaviour log-probs, which tokens' actions ran) of these
         arena rows; the last is None without action chunks (every action runs)."""
         k = len(rows)

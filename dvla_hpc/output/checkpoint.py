@@ -81,6 +81,20 @@ def load_checkpoint(path: Path) -> Checkpoint:
     )
 
 
+def find_checkpoint(source: str | Path) -> Path:
+    """A checkpoint file as given, or the newest ckpt_<step>.pt under DIR/checkpoints or DIR (a run
+    directory or a checkpoints folder); FileNotFoundError naming what is missing."""
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.is_dir():
+        found = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"no checkpoint (ckpt_<step>.pt) under {path}")
+        return found
+    return path
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
     """The ckpt_<step>.pt with the highest step, or None if there is none (temp files are ignored)."""
     directory = Path(directory)

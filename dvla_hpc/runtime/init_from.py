@@ -11,7 +11,7 @@ from torch import nn
 from dvla_hpc.config.loader import ConfigError
 from dvla_hpc.config.schema import Config
 from dvla_hpc.learn.learner import GRPOLearner
-from dvla_hpc.output.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from dvla_hpc.output.checkpoint import CheckpointError, find_checkpoint, load_checkpoint
 from dvla_hpc.runtime.blueprint import Blueprint
 
 KEY = "run.init_from"
@@ -20,15 +20,10 @@ KEY = "run.init_from"
 def checkpoint_file(source: str, key: str = KEY) -> Path:
     """A checkpoint file as given, or the newest one under DIR/checkpoints or DIR; `key` names the
     setting in errors."""
-    path = Path(source)
-    if path.is_dir():
-        found = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
-        if found is None:
-            raise ConfigError(f"{key}: no checkpoint (ckpt_<n>.pt) under {path} or {path / 'checkpoints'}")
-        return found
-    if not path.is_file():
-        raise ConfigError(f"{key}: {path} does not exist")
-    return path
+    try:
+        return find_checkpoint(source)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{key}: {err}") from None
 
 
 def read_weights(source: str, key: str = KEY) -> tuple[Path, dict[str, torch.Tensor]]:
