@@ -72,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from dvla_hpc.runtime.signals import abort_on_unhandled_error
     world = MPI.COMM_WORLD
+    from dvla_hpc.runtime.launch_check import check_launch
+    if problem := check_launch(world):
+        print(f"launch error: {problem}", file=sys.stderr)
+        return 2
     if world.Get_size() > 1:
         abort_on_unhandled_error(world)
     from dvla_hpc.evaluate.session import EvalSession, agree_on_time, refused

@@ -41,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     from mpi4py import MPI  # after argument parsing, so `--help` needs no MPI
 
     world = MPI.COMM_WORLD
+    from dvla_hpc.runtime.launch_check import check_launch
+    if problem := check_launch(world):
+        print(f"launch error: {problem}", file=sys.stderr)
+        return 2
     from dvla_hpc.runtime.signals import StopRequest, abort_on_unhandled_error
     if world.Get_size() > 1:
         abort_on_unhandled_error(world)

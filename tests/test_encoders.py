@@ -64,3 +64,33 @@ def test_a_two_camera_policy_reads_both_cameras_in_their_order():
     assert not torch.allclose(logits, policy(PolicyBatch(wrist_changed, torch.zeros(3, 9), words)))
     swapped = images.flip(1)
     assert not torch.allclose(logits, policy(PolicyBatch(swapped, torch.zeros(3, 9), words)))
+
+
+def convolution_reference(encoder, images: torch.Tensor, text: torch.Tensor):
+    """The FiLM encoder written with its convolutions, channels first: what the channels-last
+    matmuls must compute."""
+    x = images.permute(0, 3, 1, 2).float() / 255.0
+    g1, b1, g2, b2 = encoder.film(text).unsqueeze(-1).unsqueeze(-1).chunk(4, dim=1)
+    x = encoder.pixel(x) * (1 + g1) + b1
+    scaled = x * encoder.log_temperature.exp()
+    b, c, h, w = scaled.shape
+    attention = torch.softmax(scaled.flatten(2), dim=-1).view(b, c, h, w)
+    ys, xs = torch.linspace(-1, 1, h), torch.linspace(-1, 1, w)
+    points = torch.cat([(attention.sum(3) * ys).sum(-1), (attention.sum(2) * xs).sum(-1)], dim=1)
+    x = torch.relu(encoder.patchify(torch.relu(x)) * (1 + g2) + b2)
+    return encoder.project(x.flatten(2).transpose(1, 2)), encoder.keypoints(points).unsqueeze(1)
+
+
+@pytest.mark.parametrize("image_size", [64, 70])  # 70: the conv drops the pixels past the last patch
+def test_film_encoder_matmuls_compute_its_convolutions(image_size):
+    torch.manual_seed(0)
+    encoder = make_encoder(ModelConfig(patch_size=16, encoder_channels=8, width=32), image_size)
+    images = torch.randint(0, 256, (3, image_size, image_size, 3), dtype=torch.uint8)
+    text = torch.randn(3, 32)
+    patches, keypoints = encoder(images, text)
+    want_patches, want_keypoints = convolution_reference(encoder, images, text)
+    assert patches.shape == want_patches.shape == (3, (image_size // 16) ** 2, 32)
+    torch.testing.assert_close(patches, want_patches, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(keypoints, want_keypoints, rtol=1e-4, atol=1e-5)
+    patches.sum().backward()
+    assert encoder.patchify.weight.grad is not None and encoder.pixel.weight.grad.abs().sum() > 0

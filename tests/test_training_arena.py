@@ -89,3 +89,83 @@ def test_rss_growth_is_the_trend_from_the_warm_mark():
     assert report["rss_growth_after_warmup"] == 0.0
     assert report["rss_mib_timeline"][-1] == (12.0, 150.0)
     assert trend_growth([100.0, 100.0, 100.0, 120.0, 150.0, 150.0, 150.0, 150.0]) == 0.5  # a real rise
+
+
+def test_the_learner_anchors_its_clip_at_the_policy_that_began_the_update():
+    cfg = small_config()
+    assert cfg.learn.clip_against == "behaviour"  # the default: no proximal log-probs kept
+    bp = Blueprint.from_config(cfg)
+    assert GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, 0).proximal is None
+    cfg.learn.clip_against = "proximal"
+    learner = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, 0)
+    pool = filled_episodes(bp, [25, 9, 17, 25])
+    loaded = learner.load([pool.slots[:2], pool.slots[2:]])
+    rows = learner.rows[: loaded.samples]
+    batch, tokens, _, _ = learner.arena.minibatch(rows[:16])
+    with torch.no_grad():
+        want = torch.log_softmax(learner.model(batch), -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(learner.proximal[:16], want)
+
+
+class ThreadReplicas:
+    """Two learner replicas in one process, one thread each: the agreement and the gradient sum
+    of `LearnerReplicas`, over a barrier instead of MPI."""
+
+    def __init__(self, shared: dict, rank: int, size: int):
+        self.shared, self.rank, self.size = shared, rank, size
+        self.is_root = rank == 0
+
+    def _exchange(self, key: str, value):
+        self.shared.setdefault(key, [None] * self.size)[self.rank] = value
+        self.shared["barrier"].wait()
+        values = list(self.shared[key])
+        self.shared["barrier"].wait()
+        return values
+
+    def agree(self, stopping, samples, counts):
+        from dvla_hpc.learn.replicas import Agreement
+        samples_by_rank = self._exchange("samples", samples)
+        return Agreement(stop=any(self._exchange("stop", stopping)), samples=samples_by_rank,
+                         totals={k: sum(c[k] for c in self._exchange("counts", counts)) for k in counts})
+
+    def sum_gradients(self, flat_grad):
+        total = sum(self._exchange("grad", flat_grad.clone()))
+        flat_grad.copy_(total)
+
+    def check_identical(self, flat, version):
+        pass
+
+
+def test_uneven_replicas_take_the_step_one_learner_takes_on_all_their_samples():
+    """One optimiser step over every sample (minibatch >= all of them): two replicas holding
+    96 and 10 samples end with the weights of one learner that holds all 106."""
+    import threading
+    cfg = small_config()
+    cfg.learn.groups_per_update, cfg.learn.epochs, cfg.learn.minibatch_size = 4, 1, 512
+    cfg.learn.max_grad_norm = 1e9  # no clipping: it would see the norm of a partial sum
+    bp = Blueprint.from_config(cfg)
+    pool = filled_episodes(bp, [25, 24, 25, 22, 3, 2, 4, 1])
+    for view in pool.slots:
+        view["version"][:] = 0
+    groups = [pool.slots[i: i + 2] for i in range(0, 8, 2)]
+
+    single = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, 0)
+    start = single.flat.clone()
+    assert single.update(groups).samples == 106
+    shared = {"barrier": threading.Barrier(2)}
+    replicas = [GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, 0,
+                            replicas=ThreadReplicas(shared, rank, 2)) for rank in (0, 1)]
+    threads = [threading.Thread(target=replica.update, args=(groups[2 * i: 2 * i + 2],))
+               for i, replica in enumerate(replicas)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert shared["samples"] == [96, 10]
+    assert not torch.equal(start, single.flat)
+    torch.testing.assert_close(replicas[0].flat, replicas[1].flat, rtol=0, atol=0)
+    # the step's gradient is the mean over all 106 samples, as the single learner's (summation
+    # order differs); Adam's first step is about lr * sign(gradient), so near-zero entries may
+    # differ by a fraction of lr
+    torch.testing.assert_close(replicas[0].flat_grad, single.flat_grad, rtol=1e-3, atol=1e-7)
+    torch.testing.assert_close(replicas[0].flat, single.flat, rtol=0, atol=1e-4)

@@ -21,6 +21,7 @@ from pathlib import Path
 from dvla_hpc.bench.runs import BENCH_ENV, mpiexec, write_results
 
 CUDA = ["run.device=cuda"]
+PARTS = ("gpu_tests", "quickstart_local", "quickstart_mpi4", "throughput", "tree_nccl", "memory_fit")
 
 
 def run_part(name: str, cmd: list[str], timeout_s: float, log_dir: Path) -> dict:
@@ -55,34 +56,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=100.0, help="wall clock of each quickstart run")
     parser.add_argument("--preset", default="base", help="throughput preset (GPU-heavy infer and learn)")
     parser.add_argument("--tree-preset", default="1b")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"comma-separated parts to run (default all: {','.join(PARTS)})")
     args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    if only - set(PARTS):
+        parser.error(f"--only: unknown parts {sorted(only - set(PARTS))}; known: {', '.join(PARTS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     py, mpi = sys.executable, mpiexec()
     quick = [f"run.wall_clock_limit_s={args.seconds}", "run.progress_bar=false"]
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    results["gpu_tests"] = run_part(
-        "gpu_tests", [py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], 150, out)
+    if "gpu_tests" in only:
+        results["gpu_tests"] = run_part(
+            "gpu_tests", [py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], 150, out)
     for label, prefix in (("quickstart_local", []), ("quickstart_mpi4", [mpi, "-n", "4"])):
+        if label not in only:
+            continue
         run_dir = out / "runs" / label
         part = run_part(label, [*prefix, py, "-m", "dvla_hpc.main", "--out", str(run_dir), *CUDA, *quick],
                         args.seconds + 90, out)
         results[label] = {**part, "summary": summary_of(run_dir)}
-    results["throughput"] = run_part(
-        "throughput", [py, "-m", "dvla_hpc.bench", "throughput", "--out", str(out / "throughput"),
-                       "--probe-seconds", "5", f"model.preset={args.preset}", "run.total_env_steps=12000",
-                       "run.wall_clock_limit_s=45", *CUDA], 200, out)
-    results["tree_nccl"] = run_part(
-        "tree_nccl", [mpi, "-n", "4", py, "-m", "dvla_hpc.bench", "tree_bandwidth", "--out",
-                      str(out / "tree"), f"model.preset={args.tree_preset}", *CUDA,
-                      "layout.ranks_per_node=2"],
-        150, out)
-    results["memory_fit"] = run_part(
-        "memory_fit", [py, "-m", "dvla_hpc.bench", "memory_fit", "--out", str(out / "memory"),
-                       f"model.preset={args.tree_preset}", "learn.minibatch_size=64", *CUDA], 150, out)
+    if "throughput" in only:
+        results["throughput"] = run_part(
+            "throughput", [py, "-m", "dvla_hpc.bench", "throughput", "--out", str(out / "throughput"),
+                           "--probe-seconds", "5", f"model.preset={args.preset}", "run.total_env_steps=12000",
+                           "run.wall_clock_limit_s=45", *CUDA], 200, out)
+    if "tree_nccl" in only:
+        results["tree_nccl"] = run_part(
+            "tree_nccl", [mpi, "-n", "4", py, "-m", "dvla_hpc.bench", "tree_bandwidth", "--out",
+                          str(out / "tree"), f"model.preset={args.tree_preset}", *CUDA,
+                          "layout.ranks_per_node=2"],
+            150, out)
+    if "memory_fit" in only:
+        results["memory_fit"] = run_part(
+            "memory_fit", [py, "-m", "dvla_hpc.bench", "memory_fit", "--out", str(out / "memory"),
+                           f"model.preset={args.tree_preset}", "learn.minibatch_size=64", *CUDA], 150, out)
     for name, sub in (("throughput", "throughput/throughput.json"), ("tree_nccl", "tree/tree_bandwidth.json"),
                       ("memory_fit", "memory/memory_fit.json")):
-        if (out / sub).exists():
+        if name in results and (out / sub).exists():
             results[name]["figures"] = json.loads((out / sub).read_text())
     write_results(out / "gpu_check.json", results)
     failed = [k for k, v in results.items() if isinstance(v, dict) and v.get("exit") not in (0, None)]

@@ -39,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from dvla_hpc.planes.torch_plane import init_torch_plane
     from dvla_hpc.planes.torch_tree import TorchTreeBroadcast
+    from dvla_hpc.runtime.launch_check import check_launch
 
     world = MPI.COMM_WORLD
+    if problem := check_launch(world):
+        sys.exit(f"launch error: {problem}")
     rank, size = world.Get_rank(), world.Get_size()
     cfg = load_config(args.config, args.overrides)
     bp = Blueprint.from_config(cfg)

@@ -97,6 +97,12 @@ class LearnConfig:
     entropy_coef: float = field(default=0.0, metadata=bounds(0.0))
     max_grad_norm: float = field(default=1.0, metadata=bounds(0.0))
     max_policy_lag: int = field(default=4, metadata=bounds(0))
+    clip_against: Literal["behaviour", "proximal"] = field(default="behaviour", metadata=bounds(doc=(
+        "proximal: clip the ratio against the policy as it stood when the update began (log-probs "
+        "recomputed once per update) and weight each token by its capped behaviour ratio, the "
+        "decoupled PPO objective for stale samples; behaviour: clip against the policy that acted")))
+    behaviour_ratio_cap: float = field(default=2.0, metadata=bounds(1.0, doc=(
+        "clip_against=proximal: the cap on pi_proximal / pi_behaviour, a token's importance weight")))
     publish_every: int = field(default=1, metadata=bounds(1))
     allreduce_bucket_mib: float = field(default=25.0, metadata=bounds(
         0.01, doc="data-parallel learners: gradient allreduce bucket size"))

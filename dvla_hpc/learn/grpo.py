@@ -34,15 +34,25 @@ def process_advantages(step_rewards: list[torch.Tensor], gamma: float = 1.0) -> 
 
 def clipped_token_loss(logits: torch.Tensor, tokens: torch.Tensor, old_logp: torch.Tensor,
                        advantages: torch.Tensor, clip_ratio: float, entropy_coef: float,
-                       executed: torch.Tensor | None = None):
-    """logits (B, A, bins); tokens, old_logp (B, A); advantages (B,). Returns (loss, stats).
-    `executed` (B, A) bool, for action chunks cut short by the episode's end: only the tokens of
-    actions the env ran count."""
+                       executed: torch.Tensor | None = None, proximal_logp: torch.Tensor | None = None,
+                       behaviour_ratio_cap: float = 2.0):
+    """logits (B, A, bins); tokens, old_logp (B, A): the behaviour policy's; advantages (B,).
+    Returns (loss, stats). `executed` (B, A) bool, for action chunks cut short by the episode's
+    end: only the tokens of actions the env ran count.
+
+    With `proximal_logp` (B, A), the log-probs of the policy as the update began, the objective is
+    decoupled PPO (Hilton et al., 2022): the ratio is clipped against that proximal policy, so a
+    sample some versions old still moves the policy by up to the clip range, and each token is
+    weighted by pi_proximal / pi_behaviour, capped at `behaviour_ratio_cap`, to correct for who
+    acted. Without it, the ratio is clipped against the behaviour policy (standard PPO)."""
     logp_all = torch.log_softmax(logits.float(), dim=-1)
     logp = logp_all.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    ratio = torch.exp(logp - old_logp)
+    anchor = old_logp if proximal_logp is None else proximal_logp
+    ratio = torch.exp(logp - anchor)
     adv = advantages.unsqueeze(-1)
     surrogate = torch.minimum(ratio * adv, ratio.clamp(1 - clip_ratio, 1 + clip_ratio) * adv)
+    if proximal_logp is not None:
+        surrogate = surrogate * torch.exp(proximal_logp - old_logp).clamp(max=behaviour_ratio_cap)
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     if executed is None:
         mean = torch.mean
@@ -52,6 +62,6 @@ def clipped_token_loss(logits: torch.Tensor, tokens: torch.Tensor, old_logp: tor
     loss = -mean(surrogate) - entropy_coef * mean(entropy)
     with torch.no_grad():
         clipped = mean(((ratio - 1).abs() > clip_ratio).float())
-        approx_kl = mean(old_logp - logp)
+        approx_kl = mean(anchor - logp)
     return loss, {"entropy": mean(entropy).item(), "clip_fraction": clipped.item(),
                   "approx_kl": approx_kl.item()}

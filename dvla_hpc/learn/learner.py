@@ -1,9 +1,10 @@
 """Turns complete GRPO groups of episode slabs into clipped-ratio updates of the policy.
 
 An update has two halves with an agreement between them (learn/replicas.py): `load` copies the
-groups' fresh steps into the training arena, the replicas agree on stopping and on the step
-count, and `optimize` takes that many minibatch steps, averaging the flat gradient buffer across
-replicas before each optimiser step. One learner is a replica group of one."""
+groups' fresh steps into the training arena, the replicas agree on stopping and learn each
+other's sample counts, and `optimize` takes minibatch steps over all replicas' samples together,
+summing the share-weighted flat gradient buffer across replicas before each optimiser step. One
+learner is a replica group of one."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,13 +57,18 @@ class GRPOLearner:
         self.version = 0
         self.generator = torch.Generator().manual_seed(seed)
         episodes = cfg.groups_per_update * cfg.group_size // self.replicas.size
-        mb = self.minibatch_size = max(1, cfg.minibatch_size // self.replicas.size)  # of the global one
+        mb = self.minibatch_size = cfg.minibatch_size  # a replica may hold a whole step's samples
         self.arena = TrainingArena(spec, episodes, mb, instruction_tokens, device, action_chunk)
         capacity = episodes * spec.max_episode_steps
         self.rows = DATA_PATH.zeros("arena/rows", (capacity,), torch.int64, device)
         self.advantages = DATA_PATH.zeros("arena/advantages", (capacity,), torch.float32, device)
         self.mb_rows = DATA_PATH.zeros("arena/mb_rows", (mb,), torch.int64, device)
         self.mb_advantages = DATA_PATH.zeros("arena/mb_advantages", (mb,), torch.float32, device)
+        self.proximal = None
+        if cfg.clip_against == "proximal":
+            a = spec.action_dim
+            self.proximal = DATA_PATH.zeros("arena/proximal_logp", (capacity, a), torch.float32, device)
+            self.mb_proximal = DATA_PATH.zeros("arena/mb_proximal_logp", (mb, a), torch.float32, device)
 
     def update(self, groups: list[list[dict]]) -> UpdateStats | None:
         """Load, agree and optimise in one call (a learner that reports no counts of its own)."""
@@ -92,7 +98,20 @@ class GRPOLearner:
                 self.advantages[n: n + k] = adv[fresh]
                 lag_sum += int(lag[fresh].sum())
                 n += k
+        if self.proximal is not None:
+            self.proximal_logp(n)
         return LoadedUpdate(n, dropped, lag_sum)
+
+    @torch.no_grad()
+    def proximal_logp(self, n: int) -> None:
+        """The current (pre-update) policy's log-probs of the loaded samples' tokens."""
+        for start in range(0, n, self.minibatch_size):
+            k = min(self.minibatch_size, n - start)
+            batch, tokens, _, _ = self.arena.minibatch(self.rows[start: start + k])
+            with autocast(self.device, self.bf16):
+                logits = self.model(batch)
+            logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+            self.proximal[start: start + k].copy_(logp)
 
     def group_advantages(self, group: list[dict]) -> list[torch.Tensor]:
         rewards = [torch.from_numpy(ep["reward"][: int(ep["header"][H.COUNT])]) for ep in group]
@@ -102,26 +121,30 @@ class GRPOLearner:
         return [torch.full_like(r, a) for r, a in zip(rewards, per_episode)]
 
     def optimize(self, loaded: LoadedUpdate, agreed: Agreement) -> UpdateStats | None:
-        """`epochs` passes of minibatch steps over the group's largest sample count: a replica
-        with fewer samples cycles through its own, one without any contributes zero gradients.
-        Each replica's minibatch is its share of `learn.minibatch_size`, so the averaged
-        gradient of a step covers the configured minibatch whatever the number of learners."""
-        if agreed.max_samples == 0:
+        """`epochs` passes over the samples of all replicas together in minibatches of about
+        `learn.minibatch_size`: every replica takes the same number of steps, each step's share
+        of its own samples in proportion to its count, and weights its loss by its share of the
+        step, so that the summed gradient is the mean over the step's samples of every replica,
+        as one learner holding them all would compute it."""
+        total = sum(agreed.samples)
+        if total == 0:
             return None
-        n, mb = loaded.samples, self.minibatch_size
+        n = loaded.samples
+        steps_per_epoch = -(-total // self.minibatch_size)
         totals = dict.fromkeys(STAT_KEYS, 0.0)
         steps = 0
         for _ in range(self.cfg.epochs):
-            order = torch.randperm(n, generator=self.generator).to(self.device) if n else None
-            for start in range(0, agreed.max_samples, mb):
-                k = min(mb, agreed.max_samples - start)
+            order = torch.randperm(n, generator=self.generator).to(self.device)
+            for j in range(steps_per_epoch):
+                start, stop = share_of_step(n, j, steps_per_epoch)
+                step_samples = sum(len(range(*share_of_step(c, j, steps_per_epoch))) for c in agreed.samples)
                 self.flat_grad.zero_()
-                if order is not None:
-                    info = self.backward(self.minibatch_indices(order, start, k))
+                if stop > start:
+                    info = self.backward(order[start:stop], (stop - start) / step_samples)
                     for key in STAT_KEYS:
                         totals[key] += info[key]
                     steps += 1
-                self.replicas.average_gradients(self.flat_grad, agreed.contributors)
+                self.replicas.sum_gradients(self.flat_grad)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
                 self.optimizer.step()
         self.version += 1
@@ -130,20 +153,25 @@ class GRPOLearner:
                            lag_mean=loaded.lag_sum / n if n else 0.0,
                            **{k: v / max(steps, 1) for k, v in totals.items()})
 
-    def minibatch_indices(self, order: torch.Tensor, start: int, k: int) -> torch.Tensor:
-        n = len(order)
-        if start + k <= n:
-            return order[start: start + k]
-        return order[torch.arange(start, start + k, device=order.device) % n]
-
-    def backward(self, idx: torch.Tensor) -> dict:
+    def backward(self, idx: torch.Tensor, share: float = 1.0) -> dict:
+        """Gradient of `share` times the mean loss over these samples, into the flat buffer."""
         k = len(idx)
         rows = torch.index_select(self.rows, 0, idx, out=self.mb_rows[:k])
         advantages = torch.index_select(self.advantages, 0, idx, out=self.mb_advantages[:k])
         batch, tokens, logp, executed = self.arena.minibatch(rows)
+        proximal = None
+        if self.proximal is not None:
+            proximal = torch.index_select(self.proximal, 0, idx, out=self.mb_proximal[:k])
         with autocast(self.device, self.bf16):
             logits = self.model(batch)
-        loss, info = clipped_token_loss(logits, tokens, logp, advantages,
-                                        self.cfg.clip_ratio, self.cfg.entropy_coef, executed)
-        loss.backward()
+        loss, info = clipped_token_loss(logits, tokens, logp, advantages, self.cfg.clip_ratio,
+                                        self.cfg.entropy_coef, executed, proximal,
+                                        self.cfg.behaviour_ratio_cap)
+        (loss * share).backward()
         return {"loss": loss.item(), **info}
+
+
+def share_of_step(samples: int, step: int, steps: int) -> tuple[int, int]:
+    """[start, stop) of a replica's shuffled samples that step `step` of `steps` takes: each
+    sample once per epoch, in near-equal runs."""
+    return samples * step // steps, samples * (step + 1) // steps

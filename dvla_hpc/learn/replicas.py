@@ -1,11 +1,13 @@
 """The learner ranks as one data-parallel replica group.
 
-Before every update the replicas agree (one small allreduce): whether any of them is stopping,
-the largest sample count (every replica then takes the same number of optimiser steps, so the
-gradient allreduces pair up), and the counts of what each admitted since the last agreement
-(the root's progress covers the whole group). Each optimiser step averages the flat gradient
-buffer with one bucketed allreduce; after each update a checksum of every replica's weights is
-compared. A single learner is a group of one: the same calls, nothing on the wire."""
+Before every update the replicas agree (small non-blocking collectives): whether any of them is
+stopping, every replica's sample count (from the total every replica derives the same number of
+optimiser steps, so the gradient allreduces pair up, and its share of each step), and the counts
+of what each admitted since the last agreement (the root's progress covers the whole group).
+Each optimiser step sums the flat gradient buffer, which every replica has already weighted by
+its share of the step's samples, with one bucketed allreduce; after each update a checksum of
+every replica's weights is compared. A single learner is a group of one: the same calls,
+nothing on the wire."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,8 +30,7 @@ class ReplicaDivergence(RuntimeError):
 @dataclass
 class Agreement:
     stop: bool
-    max_samples: int
-    contributors: int  # replicas with at least one sample this update
+    samples: list[int]  # each replica's sample count this update, by learner-group rank
     totals: dict[str, float]  # COUNTS summed over the replicas
 
 
@@ -55,8 +56,10 @@ class LearnerReplicas:
         self.bucket_elements = max(1, int(bucket_mib * 2**20) // 4)
         self.check = check and self.size > 1
         self.checks = 0
-        self._flags = np.zeros(3, dtype=np.int64)  # stopping, samples, has samples
-        self._flags_out = np.zeros(3, dtype=np.int64)
+        self._stopping = np.zeros(1, dtype=np.int64)
+        self._stopping_out = np.zeros(1, dtype=np.int64)
+        self._samples = np.zeros(1, dtype=np.int64)
+        self._samples_out = np.zeros(self.size, dtype=np.int64)
         self._counts = np.zeros(len(COUNTS), dtype=np.float64)
         self._counts_out = np.zeros(len(COUNTS), dtype=np.float64)
         self._host_grad: torch.Tensor | None = None
@@ -66,22 +69,22 @@ class LearnerReplicas:
         return self.rank == 0
 
     def agree(self, stopping: bool, samples: int, counts: dict[str, float]) -> Agreement:
-        self._flags[:] = (int(stopping), samples, int(samples > 0))
+        self._stopping[0], self._samples[0] = int(stopping), samples
         self._counts[:] = [counts[name] for name in COUNTS]
         if self.comm is None:
-            self._flags_out[:], self._counts_out[:] = self._flags, self._counts
+            self._stopping_out[:], self._samples_out[:], self._counts_out[:] = \
+                self._stopping, self._samples, self._counts
         else:
-            wait_requests(self.comm.Iallreduce(self._flags[:2], self._flags_out[:2], op=MPI.MAX),
-                          self.comm.Iallreduce(self._flags[2:], self._flags_out[2:], op=MPI.SUM),
+            wait_requests(self.comm.Iallreduce(self._stopping, self._stopping_out, op=MPI.MAX),
+                          self.comm.Iallgather(self._samples, self._samples_out),
                           self.comm.Iallreduce(self._counts, self._counts_out, op=MPI.SUM),
                           what="learner agreement")
-        return Agreement(stop=bool(self._flags_out[0]), max_samples=int(self._flags_out[1]),
-                         contributors=int(self._flags_out[2]),
+        return Agreement(stop=bool(self._stopping_out[0]), samples=self._samples_out.tolist(),
                          totals=dict(zip(COUNTS, self._counts_out.tolist())))
 
-    def average_gradients(self, flat_grad: torch.Tensor, contributors: int) -> None:
-        """Sum the flat gradient over the replicas in buckets, then divide by the replicas that
-        had samples (a replica without any contributes zeros)."""
+    def sum_gradients(self, flat_grad: torch.Tensor) -> None:
+        """Sum the flat gradient over the replicas in buckets (a replica without samples in this
+        step contributes zeros)."""
         if self.size == 1:
             return
         buckets = flat_grad.split(self.bucket_elements)
@@ -98,7 +101,6 @@ class LearnerReplicas:
                             for a, b in zip(offsets[:-1], offsets[1:])), what="gradient allreduce")
             if flat_grad.device.type != "cpu":
                 flat_grad.copy_(self._host_grad)
-        flat_grad.div_(max(1, contributors))
 
     def _host_view(self, flat_grad: torch.Tensor) -> np.ndarray:
         """The gradient as numpy for mpi4py: the buffer itself on CPU, a reused host copy on a GPU."""

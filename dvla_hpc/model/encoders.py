@@ -10,6 +10,7 @@ into patch tokens (B, num_patches, width) and one summary token (B, 1, width).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dvla_hpc.config.schema import ModelConfig
@@ -30,29 +31,43 @@ class FiLMPatchEncoder(nn.Module):
         self.patchify = nn.Conv2d(channels, channels, kernel_size=patch_size, stride=patch_size)
         self.film = nn.Linear(text_width, 4 * channels)
         self.log_temperature = nn.Parameter(torch.tensor(2.0))
+        self.patch_size = patch_size
         self.project = nn.Linear(channels, width)
         self.keypoints = nn.Linear(2 * channels, width)
 
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patch tokens (B, patches, width) and one keypoint token (B, 1, width)."""
-        x = images.permute(0, 3, 1, 2).float().div_(255.0)
-        g1, b1, g2, b2 = self.film(text).unsqueeze(-1).unsqueeze(-1).chunk(4, dim=1)
-        x = self.pixel(x) * (1 + g1) + b1
+        """Patch tokens (B, patches, width) and one keypoint token (B, 1, width).
+
+        Computed channels-last: the 1x1 conv is a matmul over the colour channels and the
+        patchify conv a matmul over whole patches (the conv modules hold the weights). That is
+        the same function as the convolutions, at a fraction of their backward cost on a CPU."""
+        x = images.float().div_(255.0)  # (B, H, W, 3)
+        g1, b1, g2, b2 = self.film(text)[:, None, None, :].chunk(4, dim=-1)
+        x = F.linear(x, self.pixel.weight.flatten(1), self.pixel.bias) * (1 + g1) + b1
         points = spatial_softmax(x * self.log_temperature.exp())
-        x = torch.relu(self.patchify(torch.relu(x)) * (1 + g2) + b2)
-        patches = self.project(x.flatten(2).transpose(1, 2))
-        return patches, self.keypoints(points).unsqueeze(1)
+        patches = F.linear(patches_of(torch.relu(x), self.patch_size), self.patchify.weight.flatten(1),
+                           self.patchify.bias)
+        x = torch.relu(patches * (1 + g2.squeeze(1)) + b2.squeeze(1))
+        return self.project(x), self.keypoints(points).unsqueeze(1)
+
+
+def patches_of(x: torch.Tensor, p: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B, patches, C * p * p): each p x p patch flattened in a conv weight's
+    (channel, row, column) order, patches in row-major order."""
+    b, h, w, c = x.shape
+    hp, wp = h // p, w // p  # a stride-p conv drops the pixels past the last whole patch
+    x = x[:, : hp * p, : wp * p].reshape(b, hp, p, wp, p, c).permute(0, 1, 3, 5, 2, 4)
+    return x.reshape(b, hp * wp, c * p * p)
 
 
 def spatial_softmax(features: torch.Tensor) -> torch.Tensor:
-    """Expected (x, y) in [-1, 1] of each channel's activation: where each feature fires."""
-    b, c, h, w = features.shape
-    attention = torch.softmax(features.flatten(2), dim=-1).view(b, c, h, w)
-    ys = torch.linspace(-1, 1, h, device=features.device)
-    xs = torch.linspace(-1, 1, w, device=features.device)
-    return torch.cat([(attention.sum(3) * ys).sum(-1), (attention.sum(2) * xs).sum(-1)], dim=1)
-
-
+    """Expected (y, x) in [-1, 1] of each channel's activation, (B, H, W, C) -> (B, 2C): where
+    each feature fires."""
+    b, h, w, c = features.shape
+    attention = torch.softmax(features.reshape(b, h * w, c), dim=1).view(b, h, w, c)
+    ys = torch.linspace(-1, 1, h, device=features.device).unsqueeze(-1)
+    xs = torch.linspace(-1, 1, w, device=features.device).unsqueeze(-1)
+    return torch.cat([(attention.sum(2) * ys).sum(1), (attention.sum(1) * xs).sum(1)], dim=1)
 
 
 class ConvPatchEncoder(nn.Module):
