@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     from dvla_hpc.runtime.signals import abort_on_unhandled_error
     world = MPI.COMM_WORLD
     from dvla_hpc.runtime.launch_check import check_launch
-    if problem := check_launch(world):
-        print(f"launch error: {problem}", file=sys.stderr)
+    if mismatch := check_launch(world):
+        print(f"launch error: {mismatch}", file=sys.stderr)
         return 2
     if world.Get_size() > 1:
         abort_on_unhandled_error(world)

@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     world = MPI.COMM_WORLD
     from dvla_hpc.runtime.launch_check import check_launch
-    if problem := check_launch(world):
-        print(f"launch error: {problem}", file=sys.stderr)
+    if mismatch := check_launch(world):
+        print(f"launch error: {mismatch}", file=sys.stderr)
         return 2
     from dvla_hpc.runtime.signals import StopRequest, abort_on_unhandled_error
     if world.Get_size() > 1:

@@ -31,3 +31,15 @@ def test_memory_plan_is_within_reach_of_the_measured_peak(tmp_path):
     # On the CPU the peak is the growth of the process's max RSS (allocator slack and torch's own
     # buffers included), so only a loose band: the plan must not be off by a factor of two.
     assert 0.5 < result["measured_over_predicted"] < 2.0, result
+
+
+def test_gpu_check_runs_only_the_parts_named(tmp_path):
+    done = run([sys.executable, "-m", "dvla_hpc.bench", "gpu_check", "--out", str(tmp_path),
+                "--only", "memory_fit,warp_drive"], timeout=60)
+    assert done.returncode == 2 and "unknown parts ['warp_drive']" in done.stderr
+    done = run([sys.executable, "-m", "dvla_hpc.bench", "gpu_check", "--out", str(tmp_path),
+                "--only", "memory_fit", "--tree-preset", "tiny"], timeout=120)
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert set(results) == {"started", "memory_fit"}
+    # no GPU here: run.device=cuda is refused, the part fails, and so does the check
+    assert done.returncode == 1 and results["memory_fit"]["exit"] not in (0, None)

@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from dvla_hpc.runtime.launch_check import check_launch
 
     world = MPI.COMM_WORLD
-    if problem := check_launch(world):
-        sys.exit(f"launch error: {problem}")
+    if mismatch := check_launch(world):
+        sys.exit(f"launch error: {mismatch}")
     rank, size = world.Get_rank(), world.Get_size()
     cfg = load_config(args.config, args.overrides)
     bp = Blueprint.from_config(cfg)
