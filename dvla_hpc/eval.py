@@ -68,16 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     except ArgumentProblem as err:
         problem = str(err)
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from mpi4py import MPI  # after argument parsing, so `--help` needs no MPI
-
-    from dvla_hpc.runtime.signals import abort_on_unhandled_error
-    world = MPI.COMM_WORLD
-    from dvla_hpc.runtime.launch_check import check_launch
-    if mismatch := check_launch(world):
-        print(f"launch error: {mismatch}", file=sys.stderr)
+    from dvla_hpc.runtime.launch_check import join_world  # after parsing: `--help` needs no MPI
+    world = join_world()
+    if world is None:
         return 2
-    if world.Get_size() > 1:
-        abort_on_unhandled_error(world)
     from dvla_hpc.evaluate.session import EvalSession, agree_on_time, refused
     started = agree_on_time(world)
     session = None

@@ -38,16 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.init_from:
         overrides.append(f"run.init_from={args.init_from}")
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from mpi4py import MPI  # after argument parsing, so `--help` needs no MPI
-
-    world = MPI.COMM_WORLD
-    from dvla_hpc.runtime.launch_check import check_launch
-    if mismatch := check_launch(world):
-        print(f"launch error: {mismatch}", file=sys.stderr)
+    from dvla_hpc.runtime.launch_check import join_world  # after parsing: `--help` needs no MPI
+    world = join_world()
+    if world is None:
         return 2
-    from dvla_hpc.runtime.signals import StopRequest, abort_on_unhandled_error
-    if world.Get_size() > 1:
-        abort_on_unhandled_error(world)
+    from dvla_hpc.runtime.signals import StopRequest
     try:
         cfg = load_config(args.config, overrides)
     except ConfigError as err:

@@ -39,11 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from dvla_hpc.planes.torch_plane import init_torch_plane
     from dvla_hpc.planes.torch_tree import TorchTreeBroadcast
-    from dvla_hpc.runtime.launch_check import check_launch
+    from dvla_hpc.runtime.launch_check import join_world
 
-    world = MPI.COMM_WORLD
-    if mismatch := check_launch(world):
-        sys.exit(f"launch error: {mismatch}")
+    world = join_world()
+    if world is None:
+        return 2
     rank, size = world.Get_rank(), world.Get_size()
     cfg = load_config(args.config, args.overrides)
     bp = Blueprint.from_config(cfg)

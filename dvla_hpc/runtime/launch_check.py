@@ -3,6 +3,7 @@ comes up as a singleton of size 1, and N singletons would train N copies into on
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")  # MPICH/Hydra and Slurm PMI; Open MPI
@@ -20,6 +21,16 @@ def launcher_mismatch(world_size: int, library: str, environ: Mapping[str, str] 
     return None
 
 
-def check_launch(world) -> str | None:
+def join_world():
+    """MPI.COMM_WORLD, with the hook that aborts the whole job on an unhandled error where there
+    are several ranks; or None, after saying why, when the launcher and mpi4py are not one MPI."""
     from mpi4py import MPI
-    return launcher_mismatch(world.Get_size(), MPI.Get_library_version())
+
+    from dvla_hpc.runtime.signals import abort_on_unhandled_error
+    world = MPI.COMM_WORLD
+    if mismatch := launcher_mismatch(world.Get_size(), MPI.Get_library_version()):
+        print(f"launch error: {mismatch}", file=sys.stderr)
+        return None
+    if world.Get_size() > 1:
+        abort_on_unhandled_error(world)
+    return world
