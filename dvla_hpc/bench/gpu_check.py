@@ -50,6 +50,35 @@ def summary_of(run_dir: Path) -> dict:
     return {k: s.get(k) for k in keys}
 
 
+Part = tuple[list[str], float, Path | None, Path | None]
+
+
+def part_commands(args: argparse.Namespace, out: Path) -> dict[str, Part]:
+    """Each part of PARTS: (command, timeout in seconds, run directory with a summary, figures JSON)."""
+    py, mpi = sys.executable, mpiexec()
+    quick = [f"run.wall_clock_limit_s={args.seconds}", "run.progress_bar=false"]
+
+    def quickstart(prefix: list[str], label: str) -> tuple[list[str], float, Path, None]:
+        run_dir = out / "runs" / label
+        return ([*prefix, py, "-m", "dvla_hpc.main", "--out", str(run_dir), *CUDA, *quick],
+                args.seconds + 90, run_dir, None)
+
+    return {
+        "gpu_tests": ([py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], 150, None, None),
+        "quickstart_local": quickstart([], "quickstart_local"),
+        "quickstart_mpi4": quickstart([mpi, "-n", "4"], "quickstart_mpi4"),
+        "throughput": ([py, "-m", "dvla_hpc.bench", "throughput", "--out", str(out / "throughput"),
+                        "--probe-seconds", "5", f"model.preset={args.preset}", "run.total_env_steps=12000",
+                        "run.wall_clock_limit_s=45", *CUDA], 200, None, out / "throughput/throughput.json"),
+        "tree_nccl": ([mpi, "-n", "4", py, "-m", "dvla_hpc.bench", "tree_bandwidth", "--out",
+                       str(out / "tree"), f"model.preset={args.tree_preset}", *CUDA,
+                       "layout.ranks_per_node=2"], 150, None, out / "tree/tree_bandwidth.json"),
+        "memory_fit": ([py, "-m", "dvla_hpc.bench", "memory_fit", "--out", str(out / "memory"),
+                        f"model.preset={args.tree_preset}", "learn.minibatch_size=64", *CUDA],
+                       150, None, out / "memory/memory_fit.json"),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -64,38 +93,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--only: unknown parts {sorted(only - set(PARTS))}; known: {', '.join(PARTS)}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    py, mpi = sys.executable, mpiexec()
-    quick = [f"run.wall_clock_limit_s={args.seconds}", "run.progress_bar=false"]
     results: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    if "gpu_tests" in only:
-        results["gpu_tests"] = run_part(
-            "gpu_tests", [py, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider"], 150, out)
-    for label, prefix in (("quickstart_local", []), ("quickstart_mpi4", [mpi, "-n", "4"])):
-        if label not in only:
-            continue
-        run_dir = out / "runs" / label
-        part = run_part(label, [*prefix, py, "-m", "dvla_hpc.main", "--out", str(run_dir), *CUDA, *quick],
-                        args.seconds + 90, out)
-        results[label] = {**part, "summary": summary_of(run_dir)}
-    if "throughput" in only:
-        results["throughput"] = run_part(
-            "throughput", [py, "-m", "dvla_hpc.bench", "throughput", "--out", str(out / "throughput"),
-                           "--probe-seconds", "5", f"model.preset={args.preset}", "run.total_env_steps=12000",
-                           "run.wall_clock_limit_s=45", *CUDA], 200, out)
-    if "tree_nccl" in only:
-        results["tree_nccl"] = run_part(
-            "tree_nccl", [mpi, "-n", "4", py, "-m", "dvla_hpc.bench", "tree_bandwidth", "--out",
-                          str(out / "tree"), f"model.preset={args.tree_preset}", *CUDA,
-                          "layout.ranks_per_node=2"],
-            150, out)
-    if "memory_fit" in only:
-        results["memory_fit"] = run_part(
-            "memory_fit", [py, "-m", "dvla_hpc.bench", "memory_fit", "--out", str(out / "memory"),
-                           f"model.preset={args.tree_preset}", "learn.minibatch_size=64", *CUDA], 150, out)
-    for name, sub in (("throughput", "throughput/throughput.json"), ("tree_nccl", "tree/tree_bandwidth.json"),
-                      ("memory_fit", "memory/memory_fit.json")):
-        if name in results and (out / sub).exists():
-            results[name]["figures"] = json.loads((out / sub).read_text())
+    parts = part_commands(args, out)
+    for name in (name for name in PARTS if name in only):
+        cmd, timeout_s, run_dir, figures = parts[name]
+        results[name] = run_part(name, cmd, timeout_s, out)
+        if run_dir is not None:
+            results[name]["summary"] = summary_of(run_dir)
+        if figures is not None and figures.exists():
+            results[name]["figures"] = json.loads(figures.read_text())
     write_results(out / "gpu_check.json", results)
     failed = [k for k, v in results.items() if isinstance(v, dict) and v.get("exit") not in (0, None)]
     print(f"gpu check done; parts that failed: {failed or 'none'}")
