@@ -26,3 +26,17 @@ def test_wrong_sized_slab_aborts_the_job_quickly():
     assert done.returncode != 0
     assert "bytes, expected" in done.stderr, done.stderr
     assert seconds < 20
+
+
+def test_episodes_cross_at_their_length_with_every_filled_row_intact():
+    done, _ = run_mpi(2, "check_trimmed_episodes.py", "ok")
+    assert_ok(done, "trimmed OK: 8 episodes")
+
+
+@pytest.mark.parametrize("mode, message", [("bad_size", "is no episode of 1..25 steps"),
+                                           ("bad_count", "bytes, expected")])
+def test_an_episode_message_that_is_no_episode_aborts_the_job_naming_it(mode, message):
+    done, seconds = run_mpi(2, "check_trimmed_episodes.py", mode)
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr
+    assert seconds < 20

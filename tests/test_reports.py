@@ -17,7 +17,7 @@ def through_the_wire(msg):
 @pytest.mark.parametrize("lane", sorted(LANE_COUNTERS))
 def test_every_lane_report_round_trips_by_name(lane):
     counters = {name: float(i + 7) for i, name in enumerate(LANE_COUNTERS[lane])}
-    report = LaneReport(lane, 0.25, 0.75, 12, 3.5, counters)
+    report = LaneReport(lane, 0.25, 0.75, 12, 3.5, counters, copy=0.125, poll=0.5)
     assert LaneReport.from_message(through_the_wire(report.to_message(rank=5))) == report
 
 
@@ -36,11 +36,37 @@ def test_rank_report_round_trips_with_its_role():
 
 def test_merge_averages_shares_and_sums_counters_per_lane():
     reports = [LaneReport("sample", 0.2, 0.8, 10, 5.0,
-                          {"env_steps": 100, "worker_restarts": 1, "parked_halves": 2}),
+                          {"env_steps": 100, "worker_restarts": 1, "parked_halves": 2}, copy=0.1),
                LaneReport("sample", 0.4, 0.6, 30, 5.0,
-                          {"env_steps": 300, "worker_restarts": 0, "parked_halves": 0}),
+                          {"env_steps": 300, "worker_restarts": 0, "parked_halves": 0}, poll=0.2),
                LaneReport("learn", 0.9, 0.1, 4, 5.0, {})]
     merged = merge_lane_reports(reports)
     assert merged["sample"] == {"busy": 0.3, "waiting": 0.7, "items": 40, "ranks": 2,
+                                "breakdown": {"compute": 0.25, "copy": 0.05, "wait": 0.6, "poll": 0.1},
                                 "env_steps": 400, "worker_restarts": 1, "parked_halves": 2}
     assert merged["learn"]["ranks"] == 1 and "infer" not in merged
+
+
+def test_a_lanes_breakdown_splits_busy_into_compute_and_copy_and_waiting_into_wait_and_poll():
+    import threading
+    import time
+
+    from dvla_hpc.lanes.lane import Lane
+
+    class Timed(Lane):
+        def loop(self):
+            with self.copying():
+                time.sleep(0.05)
+            time.sleep(0.05)  # compute
+            with self.polling():
+                time.sleep(0.1)
+            with self.waiting():
+                time.sleep(0.05)
+
+    lane = Timed("learn", threading.Event(), threading.Event())
+    lane.start()
+    lane.join()
+    parts = lane.report().breakdown()
+    assert sum(parts.values()) == pytest.approx(1.0, abs=2e-3)
+    assert parts["poll"] > parts["copy"] > 0 and parts["wait"] > 0 and parts["compute"] > 0
+    assert parts["poll"] == pytest.approx(0.4, abs=0.1) and parts["copy"] == pytest.approx(0.2, abs=0.1)

@@ -169,3 +169,40 @@ def test_uneven_replicas_take_the_step_one_learner_takes_on_all_their_samples():
     # differ by a fraction of lr
     torch.testing.assert_close(replicas[0].flat_grad, single.flat_grad, rtol=1e-3, atol=1e-7)
     torch.testing.assert_close(replicas[0].flat, single.flat, rtol=0, atol=1e-4)
+
+
+def test_the_learn_lane_frees_an_updates_slots_before_it_trains_and_trains_on_their_copies():
+    import threading
+
+    from dvla_hpc.lanes.lane import SlotQueue
+    from dvla_hpc.lanes.learn import LearnLane
+
+    cfg = small_config()
+    bp = Blueprint.from_config(cfg)
+    learner = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, 0)
+    pool = filled_episodes(bp, [25, 9, 17, 25])
+    for slot, view in enumerate(pool.slots):
+        view["header"][H.GROUP] = slot // 2
+    retired: list[int] = []
+    seen_at_optimize: list[list[int]] = []
+    optimize = learner.optimize
+
+    def optimize_after_scribbling(loaded, agreed):
+        seen_at_optimize.append(list(retired))
+        for view in pool.slots:  # the pool reuses retired slots while the update trains
+            view["image"][:] = 0
+            view["logp"][:] = 0
+        return optimize(loaded, agreed)
+
+    learner.optimize = optimize_after_scribbling
+    stop, failed = threading.Event(), threading.Event()
+    lane = LearnLane(learner, pool, SlotQueue(4, "in"), None, retired.append, lambda record: None,
+                     cfg.learn, stop, failed)
+    for slot in range(4):
+        lane.admit(slot)
+    reference = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, 0)
+    unscribbled = filled_episodes(bp, [25, 9, 17, 25])
+    reference.update([unscribbled.slots[:2], unscribbled.slots[2:]])
+    assert lane.train(lane.complete[:2])
+    assert seen_at_optimize == [[0, 1, 2, 3]]
+    assert torch.equal(learner.flat, reference.flat)  # trained on the arena's copies, not the reused slots

@@ -178,6 +178,18 @@ def test_close_unlinks_shared_memory_and_stops_workers():
     assert view[0, 0, 0, 0, 0] == 7
 
 
+def test_workers_run_at_the_niceness_asked_for_and_a_restarted_one_too():
+    with VectorEnv("tabletop_reach", SMALL, 2, 2, worker_nice=7) as vec:
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in vec.worker_pids()] == [os.nice(0) + 7] * 2
+        os.kill(vec.worker_pids()[0], signal.SIGKILL)
+        vec.reset_async(np.arange(2), np.arange(2))
+        vec.wait()
+        assert vec.worker_restarts == 1
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in vec.worker_pids()] == [os.nice(0) + 7] * 2
+    with pytest.raises(ValueError, match="worker_nice"):
+        VectorEnv("tabletop_reach", SMALL, 2, 1, worker_nice=20)
+
+
 def test_inline_buffers_are_plain_arrays_with_the_spec_shapes():
     with VectorEnv("tabletop_reach", SMALL, 3, 0) as vec:
         assert vec.shm_name is None and vec.worker_pids() == []

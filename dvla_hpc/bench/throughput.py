@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: async / sync = {ratio:.2f} (model {model['async_steps_per_s'] / model['sync_steps_per_s']:.2f}); "
               f"busiest async lane: {busiest[0]} ({busiest[1]['busy']:.2f} busy)")
     print(f"async bound limited by: {model['async_limited_by']}")
+    print("\nwhere each lane's time went (share of its run: compute / copy / wait / poll)")
+    for name, r in results["runs"].items():
+        parts = "  ".join(f"{lane} {b['compute']:.2f}/{b['copy']:.2f}/{b['wait']:.2f}/{b['poll']:.2f}"
+                          for lane, b in ((lane, v["breakdown"]) for lane, v in r["lanes"].items()))
+        print(f"{name:<14}{parts}")
     write_results(out / "throughput.json", results)
     return 0
 

@@ -42,6 +42,9 @@ class EnvConfig:
         0, doc="0 = the task's own cap (tabletop 25, gymnasium 50, LIBERO the suite's)"))
     envs_per_sampler: int = field(default=16, metadata=bounds(1))
     workers_per_sampler: int = field(default=2, metadata=bounds(0, doc="0 = step envs in the sampler itself"))
+    worker_nice: int = field(default=10, metadata=bounds(0, 19, doc=(
+        "niceness added to env worker processes: where cores are short, the infer and learn lanes "
+        "(the consumers flow control waits on) run first; 0 = the sampler's own")))
     step_timeout_s: float = field(default=30.0, metadata=bounds(0.1))
     shaped_reward: bool = True
     fault: Literal["none", "crash", "hang", "slow", "raise"] = field(

@@ -45,13 +45,15 @@ class _BufferView:
 
 class VectorEnv:
     def __init__(self, env_name: str, env_kwargs: dict, num_envs: int, num_workers: int,
-                 step_timeout_s: float = 30.0) -> None:
+                 step_timeout_s: float = 30.0, worker_nice: int = 0) -> None:
         if not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive int, got {num_envs!r}")
         if not isinstance(num_workers, int) or not 0 <= num_workers <= num_envs:
             raise ValueError(f"num_workers must be an int in [0, num_envs={num_envs}], got {num_workers!r}")
         if not step_timeout_s > 0:
             raise ValueError(f"step_timeout_s must be positive, got {step_timeout_s!r}")
+        if not isinstance(worker_nice, int) or not 0 <= worker_nice <= 19:
+            raise ValueError(f"worker_nice must be an int in [0, 19], got {worker_nice!r}")
         try:
             json.dumps(env_kwargs)
         except TypeError as exc:
@@ -60,6 +62,7 @@ class VectorEnv:
         self.num_envs, self.num_workers = num_envs, num_workers
         self.worker_restarts = 0
         self._env_name, self._env_kwargs, self._step_timeout_s = env_name, dict(env_kwargs), step_timeout_s
+        self._worker_nice = worker_nice
         self._closed = False
         self._shm: SharedMemory | None = None
         self._buffers: EnvBuffers | None = None
@@ -258,7 +261,8 @@ class VectorEnv:
     def _spawn(self, index: int) -> WorkerHandle:
         assert self._shm is not None
         env_ids = np.arange(index, self.num_envs, self.num_workers)
-        config = WorkerConfig(index, self._env_name, self._env_kwargs, tuple(env_ids.tolist()), self.num_envs)
+        config = WorkerConfig(index, self._env_name, self._env_kwargs, tuple(env_ids.tolist()), self.num_envs,
+                              self._worker_nice)
         process, conn = spawn_worker(self._context, self._shm.name, config)
         return WorkerHandle(index=index, env_ids=env_ids, process=process, conn=conn)
 

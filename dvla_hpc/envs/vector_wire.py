@@ -32,6 +32,7 @@ class WorkerConfig:
     env_kwargs: dict
     env_ids: tuple[int, ...]
     num_envs: int
+    nice: int = 0  # added to the worker's niceness before it builds its envs
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class Reply:
 def pack_config(config: WorkerConfig) -> bytes:
     body = json.dumps({
         "worker_index": config.worker_index, "env_name": config.env_name, "env_kwargs": config.env_kwargs,
-        "env_ids": list(config.env_ids), "num_envs": config.num_envs,
+        "env_ids": list(config.env_ids), "num_envs": config.num_envs, "nice": config.nice,
     }).encode()
     return _REQUEST.pack(REQUEST_CONFIG, 0, len(body), 0) + body
 

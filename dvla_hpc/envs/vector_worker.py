@@ -1,6 +1,7 @@
 """Entry point of a VectorEnv worker process: builds its envs, then runs batches until told to stop."""
 from __future__ import annotations
 
+import os
 import signal
 import traceback
 from multiprocessing.connection import Connection
@@ -21,6 +22,8 @@ def worker_main(conn: Connection, shm_name: str) -> None:
     try:
         try:
             config = unpack_config(conn.recv_bytes())
+            if config.nice:
+                os.nice(config.nice)
             spec = env_spec(config.env_name, **config.env_kwargs)
             block = map_shared_block(shm_name, EnvBuffers.nbytes(spec, config.num_envs))
             buffers = EnvBuffers.over(block, spec, config.num_envs)

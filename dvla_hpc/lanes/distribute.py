@@ -84,7 +84,8 @@ class LocalDistributeLane(PublishingLane):
         staging = next(self.each(self.holder.staging_buffer), None)
         if staging is None:
             return False
-        staging.copy_(self.publisher.outgoing)
+        with self.copying():
+            staging.copy_(self.publisher.outgoing)
         self.holder.mark_staged(version)
         return True
 
@@ -100,7 +101,7 @@ class TreeSendLane(PublishingLane):
         self.tree.start(version, self.publisher.outgoing)
         backoff = Backoff()
         while not self.tree.progress():
-            with self.waiting():
+            with self.polling():
                 backoff.idle()
         return True
 
@@ -131,10 +132,11 @@ class TreeReceiveLane(Lane):
                 if version is None:
                     if self.stop.is_set() and not self.tree.in_flight:
                         return
-                    with self.waiting():
+                    with self.polling():
                         backoff.idle()
             if target is not staging:
-                staging.copy_(target)
+                with self.copying():
+                    staging.copy_(target)
             self.holder.mark_staged(version)
             self.items += 1
 

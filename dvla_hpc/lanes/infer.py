@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from dvla_hpc.lanes.lane import Lane, SlotQueue
-from dvla_hpc.memory.layouts import H, PARKED, SlabKind, stamp, validate
+from dvla_hpc.memory.layouts import H, PARKED, SlabKind, stamp
 from dvla_hpc.memory.slab_pool import SlabPool
 from dvla_hpc.memory.static_pool import DoubleBufferedWeights
 from dvla_hpc.lanes.batch_stager import BatchStager
@@ -100,7 +100,6 @@ class InferLane(Lane):
         self.assembler = assembler
         self.episode_out = episode_out
         self.generator = torch.Generator(weights.device).manual_seed(seed)
-        self.max_envs = obs_pool.layout.fields["env_ids"].shape[0]
         self.swaps = 0
         self.episodes = 0
         self.observations = 0  # env observations acted on: one per env step, or per chunk of k
@@ -139,17 +138,18 @@ class InferLane(Lane):
     def serve(self, slot: int) -> bool:
         """Act on one observation slab, or hold it (without blocking the other samplers' slabs)
         until weights new enough for its round have arrived."""
-        obs = self.obs_pool.slots[slot]
-        validate(obs["header"], SlabKind.OBSERVATIONS, self.max_envs, "inference lane")
+        obs = self.obs_pool.slots[slot]  # checked where it entered: the data pump, or our own sampler
         policy = self.ready_policy(int(obs["header"][H.ROUND]))
         if policy is None:
             self.held.append(slot)
             return True
         model, version = policy
         sampler, half, n = (int(obs["header"][w]) for w in (H.SAMPLER, H.HALF, H.COUNT))
-        self.episodes += self.assembler.close_finished(sampler, obs, self.episode_out, self.stop)
+        with self.copying():
+            self.episodes += self.assembler.close_finished(sampler, obs, self.episode_out, self.stop)
+            batch = self.stager.stage(obs, n)
         with autocast(self.weights.device, self.bf16):
-            tokens, logp = model.act(self.stager.stage(obs, n), self.generator)
+            tokens, logp = model.act(batch, self.generator)
         tokens, logp = tokens.cpu(), logp.cpu()  # no-ops on the CPU; small device-to-host copies on a GPU
         actions = self.bins.to_actions(tokens)
         out = self.acquire_slot(self.action_pool)
@@ -162,8 +162,9 @@ class InferLane(Lane):
         with self.waiting():
             if not self.action_out.put(out, self.stop):
                 return False
-        ok = self.assembler.record_step(sampler, obs, tokens.numpy(), logp.numpy(), actions.numpy(),
-                                        version, self)
+        with self.copying():
+            ok = self.assembler.record_step(sampler, obs, tokens.numpy(), logp.numpy(), actions.numpy(),
+                                            version, self)
         self.obs_pool.release(slot)
         self.observations += n
         self.items += 1

@@ -48,7 +48,9 @@ class SlotQueue:
 
 class Lane(threading.Thread):
     """Subclasses implement `loop()`, which runs until `self.stop` is set, and wrap every wait
-    in `with self.waiting():` so the run can tell which lane is the bottleneck."""
+    in `with self.waiting():` so the run can tell which lane is the bottleneck. Within that split,
+    `with self.copying():` marks busy time spent moving bytes, and `with self.polling():` marks
+    waiting spent sleeping between polls, for the report's compute/copy/wait/poll breakdown."""
 
     def __init__(self, name: str, stop: threading.Event, failed: threading.Event):
         super().__init__(name=name, daemon=True)
@@ -57,17 +59,31 @@ class Lane(threading.Thread):
         self.error: BaseException | None = None
         self.error_text = ""
         self.wait_s = 0.0
+        self.copy_s = 0.0
+        self.poll_s = 0.0
         self.started_at = 0.0
         self.finished_at = 0.0
         self.items = 0
 
-    @contextmanager
     def waiting(self):
+        return self._timing("wait_s")
+
+    def copying(self):
+        return self._timing("copy_s")
+
+    def polling(self):
+        """A sleep between polls: waiting, told apart in the report."""
+        return self._timing("wait_s", "poll_s")
+
+    @contextmanager
+    def _timing(self, *totals: str):
         t0 = time.perf_counter()
         try:
             yield
         finally:
-            self.wait_s += time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            for name in totals:
+                setattr(self, name, getattr(self, name) + elapsed)
 
     def each(self, take: Callable[[float], T | None]) -> Iterator[T]:
         """What `take(timeout)` hands over, one item at a time (its waits counted), until stop."""
@@ -108,5 +124,7 @@ class Lane(threading.Thread):
         end = self.finished_at or time.perf_counter()
         total = max(end - self.started_at, 1e-9) if self.started_at else 1e-9
         wait = min(self.wait_s, total)
+        copy = min(self.copy_s, total - wait)
         return LaneReport(self.name, round((total - wait) / total, 4), round(wait / total, 4),
-                          self.items, round(total, 3), self.counters())
+                          self.items, round(total, 3), self.counters(), copy=round(copy / total, 4),
+                          poll=round(min(self.poll_s, wait) / total, 4))

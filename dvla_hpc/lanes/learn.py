@@ -63,6 +63,7 @@ class LearnLane(Lane):
                  checkpoint: Callable[[], None] | None = None, checkpoint_every: int = 0):
         super().__init__("learn", stop, failed)
         self.learner = learner
+        learner.copying = self.copying
         self.replicas = learner.replicas
         self.pool, self.episode_in = episode_pool, episode_in
         self.publish, self.retire, self.log_metrics = publish, retire, log_metrics
@@ -109,17 +110,18 @@ class LearnLane(Lane):
             del self.forming[int(ep["header"][H.GROUP])]
 
     def train(self, groups: list[list[int]]) -> bool:
-        """One update; False once the replicas agreed to stop."""
+        """One update; False once the replicas agreed to stop. The groups' slots are retired as
+        soon as their steps are in the training arena, so the pool refills while the update trains."""
         loaded = self.learner.load([[self.pool.slots[s] for s in g] for g in groups])
+        for group in groups:
+            for slot in group:
+                self.retire(slot)
         agreed = self.replicas.agree(self.stop.is_set(), loaded.samples,
                                      {**self.admitted, "samples": loaded.samples,
                                       "dropped_stale": loaded.dropped_stale, "lag_sum": loaded.lag_sum})
         self.progress.add_others({k: agreed.totals[k] - self.admitted[k] for k in ADMISSIONS})
         self.admitted = dict.fromkeys(ADMISSIONS, 0)
         stats = None if agreed.stop else self.learner.optimize(loaded, agreed)
-        for group in groups:
-            for slot in group:
-                self.retire(slot)
         if agreed.stop:
             self.left_group = True
             return False

@@ -41,10 +41,16 @@ class GroupSchedule:
         return -(-self.resets // self.group_size)
 
     def next(self) -> tuple[int, int]:
-        group = self.sampler_id * GROUP_KEY_STRIDE + self.resets // self.group_size
+        index = self.resets // self.group_size
         self.resets += 1
-        seed = (self.run_seed * 1_000_003 + group * 7919) % (1 << 31)
-        return group, seed
+        return self.sampler_id * GROUP_KEY_STRIDE + index, group_seed(self.run_seed, self.sampler_id, index)
+
+
+def group_seed(run_seed: int, sampler_id: int, index: int) -> int:
+    """The reset seed of a sampler's index-th group: every (run, sampler, group) its own initial
+    state. A hash, not arithmetic on the group key: a key times a constant modulo 2**31 drops the
+    sampler (its stride is a multiple of 2**31), and every sampler would replay the same states."""
+    return int(np.random.SeedSequence([run_seed, sampler_id, index]).generate_state(1)[0] >> 1)
 
 
 def learner_for_group(group: int, learners: int) -> int:
@@ -277,19 +283,20 @@ class SampleLane(Lane):
         stamp(header, SlabKind.OBSERVATIONS)
         header[H.SAMPLER], header[H.HALF], header[H.COUNT] = self.sampler_id, half, n
         header[H.STEP], header[H.ROUND] = self.step_counter, self.round
-        view["env_ids"][:n] = rows
-        np.take(env.image, rows, axis=0, out=view["image"][:n])
-        np.take(env.proprio, rows, axis=0, out=view["proprio"][:n])
-        np.take(env.task_index, rows, out=view["task"][:n])
-        np.take(env.reward, rows, out=view["reward"][:n])
-        np.take(env.done, rows, out=view["done"][:n])
-        np.take(env.success, rows, out=view["success"][:n])
-        np.take(env.failed, rows, out=view["failed"][:n])
-        np.take(env.env_steps, rows, out=view["env_steps"][:n])
-        self.env_steps += int(view["env_steps"][:n].sum())
-        np.take(self.group, rows, out=view["group"][:n])
-        np.take(self.seed, rows, out=view["seed"][:n])
-        view["group"][parked] = PARKED
+        with self.copying():
+            view["env_ids"][:n] = rows
+            np.take(env.image, rows, axis=0, out=view["image"][:n])
+            np.take(env.proprio, rows, axis=0, out=view["proprio"][:n])
+            np.take(env.task_index, rows, out=view["task"][:n])
+            np.take(env.reward, rows, out=view["reward"][:n])
+            np.take(env.done, rows, out=view["done"][:n])
+            np.take(env.success, rows, out=view["success"][:n])
+            np.take(env.failed, rows, out=view["failed"][:n])
+            np.take(env.env_steps, rows, out=view["env_steps"][:n])
+            self.env_steps += int(view["env_steps"][:n].sum())
+            np.take(self.group, rows, out=view["group"][:n])
+            np.take(self.seed, rows, out=view["seed"][:n])
+            view["group"][parked] = PARKED
         self.shipped[half][:n] = rows
         self.shipped_count[half] = n
         self.items += 1

@@ -7,6 +7,7 @@ summing the share-weighted flat gradient buffer across replicas before each opti
 learner is a replica group of one."""
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -64,6 +65,7 @@ class GRPOLearner:
         self.advantages = DATA_PATH.zeros("arena/advantages", (capacity,), torch.float32, device)
         self.mb_rows = DATA_PATH.zeros("arena/mb_rows", (mb,), torch.int64, device)
         self.mb_advantages = DATA_PATH.zeros("arena/mb_advantages", (mb,), torch.float32, device)
+        self.copying = nullcontext  # the learn lane's, to count arena copies in its breakdown
         self.proximal = None
         if cfg.clip_against == "proximal":
             a = spec.action_dim
@@ -79,7 +81,8 @@ class GRPOLearner:
 
     def load(self, groups: list[list[dict]]) -> LoadedUpdate:
         """groups: lists of episode slab views (each a dict of numpy arrays). Copies the steps that
-        are fresh enough (lag <= max_policy_lag) into the arena, with their advantages."""
+        are fresh enough (lag <= max_policy_lag) into the arena, with their advantages; the slabs
+        are free to reuse when it returns."""
         n, dropped, lag_sum = 0, 0, 0
         self.arena.clear()
         for group in groups:
@@ -94,10 +97,13 @@ class GRPOLearner:
                 k = len(fresh)
                 if k == 0:
                     continue
-                self.rows[n: n + k] = fresh + self.arena.load(ep)
+                with self.copying():
+                    self.rows[n: n + k] = fresh + self.arena.load(ep)
                 self.advantages[n: n + k] = adv[fresh]
                 lag_sum += int(lag[fresh].sum())
                 n += k
+        if self.device.type == "cuda":  # the slabs may be reused once load returns
+            torch.cuda.current_stream(self.device).synchronize()
         if self.proximal is not None:
             self.proximal_logp(n)
         return LoadedUpdate(n, dropped, lag_sum)
@@ -156,12 +162,13 @@ class GRPOLearner:
     def backward(self, idx: torch.Tensor, share: float = 1.0) -> dict:
         """Gradient of `share` times the mean loss over these samples, into the flat buffer."""
         k = len(idx)
-        rows = torch.index_select(self.rows, 0, idx, out=self.mb_rows[:k])
-        advantages = torch.index_select(self.advantages, 0, idx, out=self.mb_advantages[:k])
-        batch, tokens, logp, executed = self.arena.minibatch(rows)
-        proximal = None
-        if self.proximal is not None:
-            proximal = torch.index_select(self.proximal, 0, idx, out=self.mb_proximal[:k])
+        with self.copying():
+            rows = torch.index_select(self.rows, 0, idx, out=self.mb_rows[:k])
+            advantages = torch.index_select(self.advantages, 0, idx, out=self.mb_advantages[:k])
+            batch, tokens, logp, executed = self.arena.minibatch(rows)
+            proximal = None
+            if self.proximal is not None:
+                proximal = torch.index_select(self.proximal, 0, idx, out=self.mb_proximal[:k])
         with autocast(self.device, self.bf16):
             logits = self.model(batch)
         loss, info = clipped_token_loss(logits, tokens, logp, advantages, self.cfg.clip_ratio,

@@ -2,7 +2,6 @@
 flat buffer down those links in chunks, forwarding each chunk as soon as it lands."""
 from __future__ import annotations
 
-import time
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from mpi4py import MPI
 
+from dvla_hpc.planes.backoff import wait_requests
 from dvla_hpc.planes.tree_header import HEADER_FIELDS, BroadcastError, check_header, write_header
 
 IdMap = Mapping[int, int] | Sequence[int]
@@ -193,13 +193,11 @@ class TreeBroadcast:
         elif self._state == "chunks":
             for request in self._target.recvs[self._next_chunk:]:
                 request.Cancel()
-        delay, deadline = 50e-6, time.monotonic() + timeout_s
-        while not MPI.Request.Testall(pending):
-            if time.monotonic() > deadline:
-                self._state = "closed"
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, 2e-3)
+        try:
+            wait_requests(*pending, timeout_s=timeout_s, what="the weight tree's sends at shutdown")
+        except TimeoutError:
+            self._state = "closed"
+            return False
         for request in self._header_sends + ([self._header_recv] if self._header_recv else []):
             request.Free()
         for bound in self._by_buffer.values():

@@ -21,6 +21,7 @@ from dvla_hpc.lanes.lane import SlotQueue
 from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.memory.layouts import SlabKind, validate
 from dvla_hpc.memory.slab_pool import SlabPool
+from dvla_hpc.planes.backoff import Backoff, poll_until
 from dvla_hpc.planes.transport import MpiTransport, Transfer, Transport
 
 
@@ -87,14 +88,13 @@ class DataPump(threading.Thread):
 
     def run(self) -> None:
         self.running.set()
-        delay = 50e-6
+        backoff = Backoff(self.max_sleep_s)
         try:
             while self.running.is_set():
                 if self.step():
-                    delay = 50e-6
+                    backoff.reset()
                 else:
-                    time.sleep(delay)
-                    delay = min(delay * 2, self.max_sleep_s)
+                    backoff.idle()
         except BaseException as err:  # recorded for the rank's main loop, then the excepthook aborts
             self.error = err
             raise
@@ -111,9 +111,9 @@ class DataPump(threading.Thread):
         moved = False
         if not self.draining:
             while (slot := out.queue.get(timeout=0)) is not None:
-                raw = out.pool.raw[slot]
-                out.in_flight.append((out.transport.isend(raw, out.destination(slot), out.tag), slot))
-                self.bytes_sent += raw.nbytes
+                transfer = out.transport.isend(out.pool.raw[slot], out.destination(slot), out.tag)
+                out.in_flight.append((transfer, slot))
+                self.bytes_sent += transfer.wire_bytes
                 moved = True
         still = []
         for transfer, slot in out.in_flight:
@@ -150,10 +150,12 @@ class DataPump(threading.Thread):
         return moved
 
     def _accept(self, inb: Inbound, slot: int, received: int | None) -> None:
-        size = inb.pool.layout.nbytes if received is None else received
+        raw = inb.scratch if slot == SCRATCH else inb.pool.raw[slot]
+        expected = inb.transport.expected_bytes(raw)
+        size = expected if received is None else received
         origin = f"data plane, slab from rank {inb.source}"
-        if size != inb.pool.layout.nbytes:
-            raise ValueError(f"{origin}: {size} bytes, expected {inb.pool.layout.nbytes}")
+        if size != expected:
+            raise ValueError(f"{origin}: {size} bytes, expected {expected}")
         self.bytes_received += size
         inb.received += 1
         if slot == SCRATCH:
@@ -190,20 +192,20 @@ class DataPump(threading.Thread):
                 inb.pool.release(slot)
         deadline = time.monotonic() + timeout_s
         barrier = None
+        backoff = Backoff(self.max_sleep_s)
         while barrier is None or not barrier.Test():
             if time.monotonic() > deadline:
                 raise TimeoutError("data plane did not drain within the shutdown timeout")
-            self.step()
+            if self.step():
+                backoff.reset()
             if barrier is None and not self.sends_pending():
                 barrier = comm_barrier.Ibarrier()
-            time.sleep(1e-4)
+            backoff.idle()
         closings = [out.transport.close_sending(out.tag, out.pool.raw[0]) for out in self.outbound]
         closings += [inb.transport.close_receiving([t for t, _ in inb.posted], inb.source, inb.tag)
                      for inb in self.inbound]
-        while not all([closed() for closed in closings]):  # a list: every flow progresses each pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("data plane flows did not close within the shutdown timeout")
-            time.sleep(1e-4)
+        poll_until(lambda: all([closed() for closed in closings]),  # a list: every flow progresses
+                   deadline - time.monotonic(), "closing the data plane's flows at shutdown")
         for inb in self.inbound:
             for _, slot in inb.posted:
                 if slot != SCRATCH:

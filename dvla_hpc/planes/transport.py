@@ -3,7 +3,8 @@ p2p (gloo carries the host slab itself, zero copy; NCCL goes through a device bo
 slab). Peers are world ranks. Everything is polled, nothing blocks.
 
     register(buffers)                     once per flow: every buffer it will carry
-    isend(raw, peer, tag) / irecv(...)    -> Transfer: done(), received_bytes()
+    isend(raw, peer, tag) / irecv(...)    -> Transfer: done(), received_bytes(); a send's wire_bytes
+    expected_bytes(raw)                   what a received slab with this header must have carried
     close_sending(tag, filler)            at shutdown, after every rank's sends completed
     close_receiving(posted, peer, tag)    -> a callable that says when the flow is closed
 
@@ -26,6 +27,8 @@ MAX_POSTED = 1 << 16  # a receiver announcing more posted receives than this is 
 
 
 class Transfer(Protocol):
+    wire_bytes: int  # a send's bytes on the wire
+
     def done(self) -> bool:
         """Polled; True once the transfer completed (raises if it failed)."""
 
@@ -38,15 +41,16 @@ class Transport(Protocol):
     def register(self, buffers: Sequence[np.ndarray]) -> None: ...
     def isend(self, raw: np.ndarray, peer: int, tag: int) -> Transfer: ...
     def irecv(self, raw: np.ndarray, peer: int, tag: int) -> Transfer: ...
+    def expected_bytes(self, raw: np.ndarray) -> int: ...
     def close_sending(self, tag: int, filler: np.ndarray) -> Closing: ...
     def close_receiving(self, posted: Sequence[Transfer], peer: int, tag: int) -> Closing: ...
 
 
 class MpiTransfer:
-    __slots__ = ("request", "status")
+    __slots__ = ("request", "status", "wire_bytes")
 
-    def __init__(self, request: MPI.Request):
-        self.request, self.status = request, MPI.Status()
+    def __init__(self, request: MPI.Request, wire_bytes: int = 0):
+        self.request, self.status, self.wire_bytes = request, MPI.Status(), wire_bytes
 
     def done(self) -> bool:
         return self.request.Test(self.status)
@@ -65,10 +69,13 @@ class MpiTransport:
         pass
 
     def isend(self, raw: np.ndarray, peer: int, tag: int) -> MpiTransfer:
-        return MpiTransfer(self.comm.Isend(raw, peer, tag))
+        return MpiTransfer(self.comm.Isend(raw, peer, tag), raw.nbytes)
 
     def irecv(self, raw: np.ndarray, peer: int, tag: int) -> MpiTransfer:
         return MpiTransfer(self.comm.Irecv(raw, peer, tag))
+
+    def expected_bytes(self, raw: np.ndarray) -> int:
+        return raw.nbytes
 
     def close_sending(self, tag: int, filler: np.ndarray) -> Closing:
         return lambda: True
@@ -81,11 +88,11 @@ class MpiTransport:
 
 
 class TorchTransfer:
-    __slots__ = ("stream", "ticket", "landing")
+    __slots__ = ("stream", "ticket", "landing", "wire_bytes")
 
     def __init__(self, stream: WorkStream, ticket: int,
-                 landing: tuple[torch.Tensor, torch.Tensor] | None = None):
-        self.stream, self.ticket = stream, ticket
+                 landing: tuple[torch.Tensor, torch.Tensor] | None = None, wire_bytes: int = 0):
+        self.stream, self.ticket, self.wire_bytes = stream, ticket, wire_bytes
         self.landing = landing  # (host slab, device bounce): copied down once the receive is done
 
     def done(self) -> bool:
@@ -127,13 +134,17 @@ class TorchTransport:
         if bounce is not None:
             bounce.copy_(host, non_blocking=True)  # the NCCL stream waits for this copy
         stream = self._stream("send", peer, tag)
-        return TorchTransfer(stream, self.plane.isend(host if bounce is None else bounce, peer, tag, stream))
+        return TorchTransfer(stream, self.plane.isend(host if bounce is None else bounce, peer, tag, stream),
+                             wire_bytes=raw.nbytes)
 
     def irecv(self, raw: np.ndarray, peer: int, tag: int) -> TorchTransfer:
         host, bounce = self._wire_for(raw)
         stream = self._stream("recv", peer, tag)
         ticket = self.plane.irecv(host if bounce is None else bounce, peer, tag, stream)
         return TorchTransfer(stream, ticket, None if bounce is None else (host, bounce))
+
+    def expected_bytes(self, raw: np.ndarray) -> int:
+        return raw.nbytes  # torch p2p moves whole slabs: both sides must post the same size
 
     def close_sending(self, tag: int, filler: np.ndarray) -> Closing:
         """Match every receive the peers still have posted with `filler` (its bytes are dropped)."""

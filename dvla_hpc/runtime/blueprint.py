@@ -38,7 +38,7 @@ def env_kwargs(cfg: Config) -> dict:
 
 def make_vector_env(cfg: Config) -> VectorEnv:
     return VectorEnv(cfg.env.name, env_kwargs(cfg), cfg.env.envs_per_sampler,
-                     cfg.env.workers_per_sampler, cfg.env.step_timeout_s)
+                     cfg.env.workers_per_sampler, cfg.env.step_timeout_s, cfg.env.worker_nice)
 
 
 def episode_budget(cfg: Config, samplers: int) -> EpisodeBudget:

@@ -10,7 +10,7 @@ from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.output.telemetry import Telemetry, TelemetrySample
 from dvla_hpc.planes.control import VALUES, Kind, Message
 
-SHARES = ("busy", "waiting", "items", "seconds")
+SHARES = ("busy", "waiting", "items", "seconds", "copy", "poll")
 LANES = ("sample", "infer", "learn", "distribute", "record")
 LANE_COUNTERS: dict[str, tuple[str, ...]] = {
     "sample": ("env_steps", "worker_restarts", "parked_halves"),
@@ -30,13 +30,20 @@ class LaneReport:
     items: int
     seconds: float
     counters: dict[str, float] = field(default_factory=dict)
+    copy: float = 0.0  # share of the lane's time moving bytes (part of busy)
+    poll: float = 0.0  # share sleeping between polls (part of waiting)
+
+    def breakdown(self) -> dict[str, float]:
+        """Where the lane's time went; the four shares sum to 1."""
+        return {"compute": round(self.busy - self.copy, 4), "copy": self.copy,
+                "wait": round(self.waiting - self.poll, 4), "poll": self.poll}
 
     def to_message(self, rank: int) -> Message:
         names = LANE_COUNTERS[self.lane]
         if set(self.counters) != set(names):
             raise ValueError(f"lane {self.lane} reports counters {sorted(self.counters)}, "
                              f"its layout has {list(names)}")
-        values = (self.busy, self.waiting, float(self.items), self.seconds,
+        values = (self.busy, self.waiting, float(self.items), self.seconds, self.copy, self.poll,
                   *(float(self.counters[n]) for n in names))
         return Message(Kind.LANE_REPORT, rank, topic=LANES.index(self.lane), values=values)
 
@@ -45,9 +52,9 @@ class LaneReport:
         if msg.kind != Kind.LANE_REPORT or not 0 <= msg.topic < len(LANES):
             raise ValueError(f"rank {msg.source}: not a lane report ({msg.kind.name}, topic {msg.topic})")
         lane = LANES[msg.topic]
-        busy, waiting, items, seconds, *rest = msg.values
+        busy, waiting, items, seconds, copy, poll, *rest = msg.values
         counters = dict(zip(LANE_COUNTERS[lane], rest))
-        return cls(lane, busy, waiting, int(items), seconds, counters)
+        return cls(lane, busy, waiting, int(items), seconds, counters, copy=copy, poll=poll)
 
 
 @dataclass
@@ -82,7 +89,8 @@ assert len(fields(RankReport)) <= VALUES
 
 
 def merge_lane_reports(reports: list[LaneReport]) -> dict:
-    """Per lane over the ranks that run it: mean busy and waiting shares, summed items and counters."""
+    """Per lane over the ranks that run it: mean busy and waiting shares and their breakdown into
+    compute, copy, wait and poll; summed items and counters."""
     merged: dict[str, dict] = {}
     for name in LANES:
         mine = [r for r in reports if r.lane == name]
@@ -91,6 +99,8 @@ def merge_lane_reports(reports: list[LaneReport]) -> dict:
         n = len(mine)
         merged[name] = {"busy": round(sum(r.busy for r in mine) / n, 4),
                         "waiting": round(sum(r.waiting for r in mine) / n, 4),
+                        "breakdown": {part: round(sum(r.breakdown()[part] for r in mine) / n, 4)
+                                      for part in ("compute", "copy", "wait", "poll")},
                         "items": sum(r.items for r in mine), "ranks": n,
                         **{c: int(sum(r.counters[c] for r in mine)) for c in LANE_COUNTERS[name]}}
     return merged
