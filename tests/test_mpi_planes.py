@@ -34,7 +34,8 @@ def test_episodes_cross_at_their_length_with_every_filled_row_intact():
 
 
 @pytest.mark.parametrize("mode, message", [("bad_size", "is no episode of 1..25 steps"),
-                                           ("bad_count", "bytes, expected")])
+                                           ("bad_count", "bytes, expected"),
+                                           ("bad_header", "says 40 steps, outside 1..25")])
 def test_an_episode_message_that_is_no_episode_aborts_the_job_naming_it(mode, message):
     done, seconds = run_mpi(2, "check_trimmed_episodes.py", mode)
     assert done.returncode != 0

@@ -54,14 +54,16 @@ class RowTrimmedTransport(MpiTransport):
         return int(raw[: self.header.nbytes].view(np.int64)[H.COUNT])
 
     def expected_bytes(self, raw: np.ndarray) -> int:
-        count = self.header_count(raw)
-        return self.bytes_for(count) if 1 <= count <= self.max_rows else -1
+        return self.bytes_for(self.checked_count(raw, "data plane: a received episode slab"))
 
-    def isend(self, raw: np.ndarray, peer: int, tag: int) -> MpiTransfer:
+    def checked_count(self, raw: np.ndarray, what: str) -> int:
         count = self.header_count(raw)
         if not 1 <= count <= self.max_rows:
-            raise SlabError(f"data plane: an episode slab to rank {peer} says {count} steps, "
-                            f"outside 1..{self.max_rows}")
+            raise SlabError(f"{what} says {count} steps, outside 1..{self.max_rows}")
+        return count
+
+    def isend(self, raw: np.ndarray, peer: int, tag: int) -> MpiTransfer:
+        count = self.checked_count(raw, f"data plane: an episode slab to rank {peer}")
         request = self.comm.Isend([raw, 1, self.datatype(count)], peer, tag)
         return MpiTransfer(request, self.bytes_for(count))
 

@@ -1,8 +1,9 @@
-"""Episodes cross the data pump at their length. Usage: check_trimmed_episodes.py ok|bad_size|bad_count
+"""Episodes cross the data pump at their length. Usage: check_trimmed_episodes.py ok|bad_size|bad_count|bad_header
 
 Rank 0 sends episode slabs of several lengths to rank 1 through `RowTrimmedTransport`; rank 1
 checks every filled row of every field, and both check the bytes that moved. bad_size sends a
-message that is no whole number of steps; bad_count one whose header disagrees with its size."""
+message that is no whole number of steps; bad_count one whose header disagrees with its size;
+bad_header one whose header claims more steps than a slab holds."""
 from __future__ import annotations
 
 import sys
@@ -62,6 +63,11 @@ if rank == 0:
     if mode == "bad_count":
         fake = np.zeros(layout.nbytes, dtype=np.uint8)
         fill(layout.views(fake), 99, 5)  # says 5 steps, travels as 3
+        data.Send([fake, 1, transport.datatype(3)], 1, TAG)
+    if mode == "bad_header":
+        fake = np.zeros(layout.nbytes, dtype=np.uint8)
+        fill(layout.views(fake), 99, 3)
+        layout.views(fake)["header"][H.COUNT] = T + 15
         data.Send([fake, 1, transport.datatype(3)], 1, TAG)
 else:
     pump.receive_into(0, TAG, pool, queue, SlabKind.EPISODE, T, depth=2, transport=transport)
