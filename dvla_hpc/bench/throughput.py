@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"async bound limited by: {model['async_limited_by']}")
     print("\nwhere each lane's time went (share of its run: compute / copy / wait / poll)")
     for name, r in results["runs"].items():
-        parts = "  ".join(f"{lane} {b['compute']:.2f}/{b['copy']:.2f}/{b['wait']:.2f}/{b['poll']:.2f}"
-                          for lane, b in ((lane, v["breakdown"]) for lane, v in r["lanes"].items()))
+        parts = "  ".join(f"{lane} " + "/".join(f"{share:.2f}" for share in v["breakdown"].values())
+                          for lane, v in r["lanes"].items())
         print(f"{name:<14}{parts}")
     write_results(out / "throughput.json", results)
     return 0

@@ -50,14 +50,11 @@ class RowTrimmedTransport(MpiTransport):
             self.types[count] = MPI.BYTE.Create_hindexed(lengths, offsets).Commit()
         return self.types[count]
 
-    def header_count(self, raw: np.ndarray) -> int:
-        return int(raw[: self.header.nbytes].view(np.int64)[H.COUNT])
-
     def expected_bytes(self, raw: np.ndarray) -> int:
         return self.bytes_for(self.checked_count(raw, "data plane: a received episode slab"))
 
     def checked_count(self, raw: np.ndarray, what: str) -> int:
-        count = self.header_count(raw)
+        count = int(raw[: self.header.nbytes].view(np.int64)[H.COUNT])
         if not 1 <= count <= self.max_rows:
             raise SlabError(f"{what} says {count} steps, outside 1..{self.max_rows}")
         return count
