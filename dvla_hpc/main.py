@@ -13,7 +13,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m dvla_hpc.main",
         description="Asynchronous RL fine-tuning of a VLA policy (one process, or one MPI job).")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML config (default: quickstart)")
+    parser.add_argument("--config", help="YAML config (default: quickstart; with --resume DIR, the config "
+                                         "DIR's run started with)")
     parser.add_argument("--out", help="run directory (same as run.out=DIR)")
     parser.add_argument("--resume", help="checkpoint file or run directory to resume (run.resume=...)")
     parser.add_argument("--init-from", help="checkpoint file, or run or SFT directory, whose weights start "
@@ -42,9 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     world = join_world()
     if world is None:
         return 2
+    from dvla_hpc.runtime.run_dir import resolve_run_dir, resumed_config
     from dvla_hpc.runtime.signals import StopRequest
+    config_path, stored = args.config or DEFAULT_CONFIG, []
+    if args.resume and not args.config and (found := resumed_config(args.resume)) is not None:
+        config_path, stored = found, ["run.out=", "run.init_from="]  # the stored run's own, not its path
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(config_path, [*stored, *overrides])
     except ConfigError as err:
         if world.Get_rank() == 0:
             print(f"config error: {err}", file=sys.stderr)
@@ -58,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     stop_request = StopRequest()
     stop_request.install()
 
-    from dvla_hpc.runtime.run_dir import resolve_run_dir
     run_dir = resolve_run_dir(cfg)
     if world.Get_size() == 1:
         from dvla_hpc.memory.plan import PlanRefused

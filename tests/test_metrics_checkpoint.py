@@ -231,3 +231,47 @@ def test_summary_is_written_atomically_and_formatted_as_aligned_table(tmp_path: 
     value_columns = {len(line) - len(line.split()[-1]) for line in lines}
     assert len(value_columns) == 1  # every value starts in the same column
     assert lines[1].split()[-1] == "0.4568" and lines[-1].split()[-1] == "False"
+
+
+def test_prune_keeps_the_newest_k_by_step_not_by_name(tmp_path):
+    from dvla_hpc.output.checkpoint import prune_checkpoints
+    for step in (2, 10, 9, 30):
+        (tmp_path / f"ckpt_{step}.pt").write_bytes(b"x")
+    (tmp_path / "ckpt_1.pt.tmp").write_bytes(b"x")
+    removed = prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in removed) == ["ckpt_2.pt", "ckpt_9.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt_1.pt.tmp", "ckpt_10.pt", "ckpt_30.pt"]
+    assert prune_checkpoints(tmp_path, keep=0) == []
+
+
+def test_checkpoint_schedule_by_updates_and_by_time():
+    from dvla_hpc.lanes.learn import CheckpointSchedule
+    now = [0.0]
+    by_updates = CheckpointSchedule(every_updates=3, every_s=0, clock=lambda: now[0])
+    assert [u for u in range(1, 10) if by_updates.due(u)] == [3, 6, 9]
+    by_time = CheckpointSchedule(every_updates=0, every_s=10, clock=lambda: now[0])
+    due = []
+    for update in range(1, 8):
+        now[0] += 4.0
+        if by_time.due(update):
+            due.append(update)
+    assert due == [3, 6]  # at 12 s and 24 s: the clock restarts at each checkpoint
+    never = CheckpointSchedule(0, 0, clock=lambda: now[0])
+    now[0] += 1e6
+    assert not never.due(5)
+
+
+def test_resume_of_a_run_directory_continues_in_it(tmp_path):
+    from dvla_hpc.config.loader import load_config
+    from dvla_hpc.runtime.run_dir import prepare_run_dir, resolve_run_dir, resumed_config
+    run = tmp_path / "run"
+    prepare_run_dir(load_config(None, ["model.width=32"]), run)
+    (run / "checkpoints").mkdir()
+    for source in (run, run / "checkpoints"):
+        cfg = load_config(resumed_config(str(source)), [f"run.resume={source}"])
+        assert cfg.model.width == 32 and resolve_run_dir(cfg) == run
+    from_file = load_config(None, [f"run.resume={run / 'checkpoints' / 'ckpt_3.pt'}"])
+    assert resolve_run_dir(from_file).parent == Path("runs")  # a file starts a new directory
+    assert resumed_config(str(tmp_path / "elsewhere")) is None
+    explicit = load_config(None, [f"run.resume={run}", f"run.out={tmp_path / 'other'}"])
+    assert resolve_run_dir(explicit) == tmp_path / "other"

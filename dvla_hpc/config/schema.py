@@ -28,6 +28,11 @@ class RunConfig:
     progress_bar: bool = True
     metrics_every_s: float = field(default=5.0, metadata=bounds(0.1))
     checkpoint_every_updates: int = field(default=0, metadata=bounds(0, doc="0 = only at the end"))
+    checkpoint_every_s: float = field(default=600.0, metadata=bounds(
+        0, doc="also checkpoint once this many seconds passed since the last one; 0 = never by time"))
+    checkpoint_keep: int = field(default=3, metadata=bounds(0, doc="newest checkpoints kept; 0 = all"))
+    heartbeat_timeout_s: float = field(default=60.0, metadata=bounds(0, doc=(
+        "MPI: a rank silent this long ends the job, naming it (rank, role, host); 0 = never")))
     resume: str = field(default="", metadata=bounds(doc="checkpoint file or run directory to resume"))
     init_from: str = field(default="", metadata=bounds(doc=(
         "checkpoint file, or run or SFT directory, whose weights start the run: version 0, a fresh "

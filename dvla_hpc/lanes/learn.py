@@ -40,6 +40,7 @@ class RunProgress:
     def resume_from(self, counters: dict) -> None:
         """Continue the step budget of a resumed run (success history starts afresh)."""
         self.env_steps = int(counters.get("env_steps", 0))
+        self.episodes = int(counters.get("episodes", 0))
         self.updates = int(counters.get("updates", 0))
 
     @property
@@ -51,6 +52,23 @@ class RunProgress:
         return sum(recent) / len(recent) if recent else 0.0
 
 
+class CheckpointSchedule:
+    """When the root checkpoints: every `every_updates` updates, and once `every_s` seconds passed
+    since the last checkpoint (either 0 = off)."""
+
+    def __init__(self, every_updates: int, every_s: float, clock: Callable[[], float] = time.monotonic):
+        self.every_updates, self.every_s, self.clock = every_updates, every_s, clock
+        self.last = clock()
+
+    def due(self, updates: int) -> bool:
+        now = self.clock()
+        if ((self.every_updates and updates % self.every_updates == 0)
+                or (self.every_s and now - self.last >= self.every_s)):
+            self.last = now
+            return True
+        return False
+
+
 class LearnLane(Lane):
     """One learner replica's gradient lane. Each replica trains on its own share of the groups
     (`groups_per_update` / replicas), agreeing with the others before every update; the root's
@@ -60,14 +78,15 @@ class LearnLane(Lane):
     def __init__(self, learner: GRPOLearner, episode_pool: SlabPool, episode_in: SlotQueue,
                  publish: Callable[[int], None] | None, retire: Callable[[int], None],
                  log_metrics: Callable[[dict], None], cfg: LearnConfig, stop, failed,
-                 checkpoint: Callable[[], None] | None = None, checkpoint_every: int = 0):
+                 checkpoint: Callable[[], None] | None = None,
+                 checkpoint_schedule: CheckpointSchedule | None = None):
         super().__init__("learn", stop, failed)
         self.learner = learner
         learner.copying = self.copying
         self.replicas = learner.replicas
         self.pool, self.episode_in = episode_pool, episode_in
         self.publish, self.retire, self.log_metrics = publish, retire, log_metrics
-        self.checkpoint, self.checkpoint_every = checkpoint, checkpoint_every
+        self.checkpoint, self.checkpoint_schedule = checkpoint, checkpoint_schedule
         self.group_size, self.publish_every = cfg.group_size, cfg.publish_every
         self.groups_per_update = cfg.groups_per_update // self.replicas.size
         self.progress = RunProgress()
@@ -136,7 +155,7 @@ class LearnLane(Lane):
         p.last_update = {"version": self.learner.version, **vars(stats)}
         if self.publish is not None and self.learner.version % self.publish_every == 0:
             self.publish(self.learner.version)
-        if self.checkpoint is not None and self.checkpoint_every and p.updates % self.checkpoint_every == 0:
+        if self.checkpoint is not None and self.checkpoint_schedule.due(p.updates):
             self.checkpoint()
         self.log_metrics({"kind": "update", "t": round(time.perf_counter() - self.started, 3),
                           "env_steps": p.env_steps, "episodes": p.episodes,

@@ -108,6 +108,18 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return max(steps)[1] if steps else None
 
 
+def prune_checkpoints(directory: Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` highest-step ckpt_<step>.pt in `directory` (keep=0: delete none)."""
+    if keep < 1:
+        return []
+    found = sorted((int(match.group(1)), path) for path in Path(directory).iterdir()
+                   if (match := CHECKPOINT_NAME.match(path.name)))
+    doomed = [path for _, path in found[:-keep]]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
+
+
 def capture_rng_state() -> dict[str, torch.Tensor]:
     """torch (CPU and CUDA), numpy's global RandomState and python `random`, as plain tensors."""
     keys_name, np_keys, np_pos, np_has_gauss, np_cached_gauss = np.random.get_state()

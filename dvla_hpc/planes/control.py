@@ -76,23 +76,32 @@ def decode(buf: np.ndarray, origin: int) -> Message:
 
 
 class ControlPlane:
-    def __init__(self, comm: MPI.Comm, posted: int = 8, send_slots: int = 64):
+    def __init__(self, comm: MPI.Comm, posted: int = 0, send_slots: int = 0):
+        """Defaults grow with the world: the root posts one message to every rank at once (a
+        heartbeat, STOP), and drains the heartbeats of many."""
         self.comm = comm
         self.rank = comm.Get_rank()
+        posted = posted or max(8, min(64, comm.Get_size()))
+        send_slots = send_slots or max(64, 2 * comm.Get_size() + 16)
         self.recv_bufs = [np.zeros(1, dtype=MESSAGE) for _ in range(posted)]
         self.recvs = [comm.Irecv(buf.view(np.uint8), MPI.ANY_SOURCE, CONTROL_TAG) for buf in self.recv_bufs]
         self.send_bufs = [np.zeros(1, dtype=MESSAGE) for _ in range(send_slots)]
         self.sends: list[MPI.Request | None] = [None] * send_slots
+        self.next_send = 0  # slots are tried oldest first, so a post rarely tests more than one
         self.status = MPI.Status()
         self.lock = threading.Lock()
 
     def post(self, dest: int, msg: Message) -> None:
         """Non-blocking: encode into a free send slot and Isend it (from any thread)."""
         with self.lock:
-            for i, req in enumerate(self.sends):
+            count = len(self.sends)
+            for step in range(count):
+                i = (self.next_send + step) % count
+                req = self.sends[i]
                 if req is None or req.Test():
                     encode(msg, self.send_bufs[i])
                     self.sends[i] = self.comm.Isend(self.send_bufs[i].view(np.uint8), dest, CONTROL_TAG)
+                    self.next_send = (i + 1) % count
                     return
         raise ControlError(f"rank {self.rank}: {len(self.sends)} control sends still in flight")
 

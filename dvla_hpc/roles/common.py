@@ -6,8 +6,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
-
 from dvla_hpc.config.schema import Config
 from dvla_hpc.lanes.lane import Lane
 from dvla_hpc.memory.heap import release_free_heap
@@ -15,6 +13,7 @@ from dvla_hpc.output.telemetry import Telemetry
 from dvla_hpc.planes.control import ControlPlane, Kind, Message
 from dvla_hpc.planes.data_pump import DataPump
 from dvla_hpc.runtime.blueprint import Blueprint
+from dvla_hpc.roles.watchdog import SilenceWatch
 from dvla_hpc.runtime.reports import heartbeat_message, rank_report
 from dvla_hpc.runtime.signals import StopRequest
 from dvla_hpc.runtime.topology import Communicators, RolePlan
@@ -32,13 +31,15 @@ class RankContext:
     control: ControlPlane
     pump: DataPump
     stop_request: StopRequest
-    device: torch.device
+    device: "torch.device"
     data_backend: str  # "mpi" or "torch": what carries episodes and weights between infer and learner ranks
     torch_plane: object | None  # a planes.torch_plane.TorchPlane on infer and learner ranks (torch backend)
     telemetry: Telemetry
     devices: dict[str, str]  # per role, the devices its ranks compute on
+    hosts: tuple[str, ...]  # every world rank's host name
     stop: threading.Event
     failed: threading.Event
+    heartbeats_sent: int = 0
 
     @property
     def rank(self) -> int:
@@ -47,6 +48,17 @@ class RankContext:
     @property
     def role(self) -> str:
         return self.plan.roles[self.rank]
+
+    def watch(self, ranks: list[int]) -> SilenceWatch:
+        return SilenceWatch(ranks, self.cfg.run.heartbeat_timeout_s,
+                            lambda rank: self.plan.name(rank, self.hosts))
+
+    def beat(self, to: list[int]) -> None:
+        """One heartbeat (this rank's latest telemetry) to each of `to`."""
+        message = heartbeat_message(self.rank, self.role, self.telemetry.sample())
+        for rank in to:
+            self.control.post(rank, message)
+        self.heartbeats_sent += 1
 
 
 def raise_if_failed(lanes: list[Lane], failed: threading.Event) -> None:
@@ -60,19 +72,21 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane],
                       hear: Callable[[Message], None] | None = None) -> None:
     """A rank other than the learner root: run until the root says STOP (handing every other
     message to `hear`), then join the lanes, send each lane's report and the rank's report, and
-    say FINISHED."""
+    say FINISHED. A root silent for `run.heartbeat_timeout_s` ends the job (RankSilent)."""
     root = ctx.plan.learner_root
+    root_watch = ctx.watch([root])
     next_beat = 0.0
     asked = False
-    beats = 0
     while True:
         raise_if_failed(lanes, ctx.failed)
         messages = ctx.control.poll()
         if any(m.kind == Kind.STOP for m in messages):
             break
-        if hear is not None:
-            for msg in messages:
+        for msg in messages:
+            root_watch.heard(msg.source)
+            if hear is not None:
                 hear(msg)
+        root_watch.check()
         if ctx.pump.error is not None:
             raise ctx.pump.error
         now = time.monotonic()
@@ -80,8 +94,7 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane],
             ctx.control.post(root, Message(Kind.STOP_REQUEST, ctx.rank))
             asked = True
         if now >= next_beat:
-            ctx.control.post(root, heartbeat_message(ctx.rank, ctx.role, ctx.telemetry.sample()))
-            beats += 1
+            ctx.beat([root])
             release_free_heap()
             next_beat = now + HEARTBEAT_EVERY_S
         time.sleep(0.02)
@@ -91,6 +104,6 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane],
     raise_if_failed(lanes, ctx.failed)
     for lane in lanes:
         ctx.control.post(root, lane.report().to_message(ctx.rank))
-    ctx.control.post(root, rank_report(ctx.telemetry, beats).to_message(ctx.rank, ctx.role))
+    ctx.control.post(root, rank_report(ctx.telemetry, ctx.heartbeats_sent).to_message(ctx.rank, ctx.role))
     ctx.control.post(root, Message(Kind.FINISHED, ctx.rank, payload_size=len(lanes) + 1))
     ctx.pump.drain_and_stop(ctx.comms.data)

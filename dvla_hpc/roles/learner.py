@@ -13,7 +13,8 @@ from dvla_hpc.learn.replicas import LearnerReplicas
 from dvla_hpc.memory.layouts import SlabKind
 from dvla_hpc.output.metrics_log import MetricsLog
 from dvla_hpc.planes.control import Kind, Message
-from dvla_hpc.roles.common import EPISODE_TAG, RankContext, follow_until_stop, raise_if_failed
+from dvla_hpc.roles.common import (EPISODE_TAG, HEARTBEAT_EVERY_S, RankContext, follow_until_stop,
+                                   raise_if_failed)
 from dvla_hpc.roles.root_inbox import RootInbox
 from dvla_hpc.roles.transports import episode_transport
 from dvla_hpc.roles.tree import distribution_tree, wire_device
@@ -21,7 +22,7 @@ from dvla_hpc.runtime import assembly
 from dvla_hpc.runtime.init_from import load_initial_weights
 from dvla_hpc.runtime.report import build_summary, memory_report, rank_summary
 from dvla_hpc.runtime.reports import merge_lane_reports, rank_report
-from dvla_hpc.runtime.run_dir import resume_learner, save_learner
+from dvla_hpc.runtime.learner_state import resume_learner, save_learner
 from dvla_hpc.runtime.supervise import supervise
 
 
@@ -73,13 +74,13 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
         lane.start()
     try:
         rss, reason = lead(ctx, lanes.learn, lanes.all, metrics, inbox, started)
-    finally:
+    finally:  # an error goes on to abort the job at once: no lane is joined behind a dead peer
         ctx.stop.set()
         for rank in range(ctx.plan.world_size):  # before joining: other learner replicas must leave too
             if rank != ctx.rank:
                 ctx.control.post(rank, Message(Kind.STOP, ctx.rank))
-        for lane in lanes.all:
-            lane.join(timeout=30)
+    for lane in lanes.all:
+        lane.join(timeout=30)
     wall = time.perf_counter() - started
     raise_if_failed(lanes.all, ctx.failed)
     inbox.gather_finished(ctx.control)
@@ -98,20 +99,31 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
         data_plane={"backend": ctx.data_backend, "mib_received": round(ctx.pump.bytes_received / 2**20, 2)},
         devices=ctx.devices, pools={"episodes": ports.episode_pool.stats()}, checkpoint=str(ckpt),
         memory=memory_report(rss), heartbeats=inbox.heartbeat_summary(),
-        ranks=rank_summary([("learn", rank_report(ctx.telemetry, 0)), *inbox.rank_reports()]),
+        ranks=rank_summary([("learn", rank_report(ctx.telemetry, ctx.heartbeats_sent)), *inbox.rank_reports()]),
         gpu=ctx.telemetry.summary()["gpu"])
 
 
 def lead(ctx: RankContext, learn, lanes: list[Lane], metrics: MetricsLog, inbox: RootInbox,
          started: float):
+    """Supervise the run; beat to every other rank and end the job if one falls silent."""
+    others = [rank for rank in range(ctx.plan.world_size) if rank != ctx.rank]
+    watch = ctx.watch(others)
+    next_beat = 0.0
+
     def keep_going() -> bool:
+        nonlocal next_beat
         raise_if_failed(lanes, ctx.failed)
         if ctx.pump.error is not None:
             raise ctx.pump.error
         for msg in ctx.control.poll():
             if msg.kind == Kind.STOP_REQUEST:
                 ctx.stop_request.event.set()
+            watch.heard(msg.source)
             inbox.absorb(msg)
+        watch.check()
+        if time.monotonic() >= next_beat:
+            ctx.beat(others)
+            next_beat = time.monotonic() + HEARTBEAT_EVERY_S
         return not ctx.stop_request
 
     def telemetry() -> dict:

@@ -16,7 +16,7 @@ import torch
 from dvla_hpc.lanes.batch_stager import BatchStager
 from dvla_hpc.lanes.infer import EpisodeAssembler, InferLane
 from dvla_hpc.lanes.lane import Lane, SlotQueue
-from dvla_hpc.lanes.learn import LearnLane
+from dvla_hpc.lanes.learn import CheckpointSchedule, LearnLane
 from dvla_hpc.lanes.record import RecordLane
 from dvla_hpc.lanes.sample import FlowControl, GroupSchedule, SampleLane
 from dvla_hpc.learn.learner import GRPOLearner
@@ -161,7 +161,8 @@ def learn_lanes(bp: Blueprint, learner: GRPOLearner, ports: LearnPorts, sig: Sig
     retired = SlotQueue(ports.episode_pool.count, "retired episodes")
     learn = LearnLane(learner, ports.episode_pool, ports.episode_in, publish,
                       lambda slot: retired.put(slot, sig.stop), log_metrics, cfg.learn, sig.stop, sig.failed,
-                      checkpoint, cfg.run.checkpoint_every_updates)
+                      checkpoint, CheckpointSchedule(cfg.run.checkpoint_every_updates,
+                                                     cfg.run.checkpoint_every_s))
     record = RecordLane(writer, cfg.output.record_every, ports.episode_pool, retired, cfg.env.name,
                         bp.spec, cfg.model.action_chunk, sig.stop, sig.failed)
     return LearnerLanes(learn, record, distribute)

@@ -78,7 +78,10 @@ class Blueprint:
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Blueprint":
-        spec = env_spec(cfg.env.name, **env_kwargs(cfg))
+        try:
+            spec = env_spec(cfg.env.name, **env_kwargs(cfg))
+        except (ValueError, ImportError) as err:
+            raise ConfigError(f"env.name={cfg.env.name}: {err}") from None
         half = cfg.env.envs_per_sampler // 2
         return cls(cfg=cfg, spec=spec,
                    instruction_tokens=tokenize_catalogue(

@@ -20,7 +20,8 @@ from dvla_hpc.runtime.init_from import load_initial_weights
 from dvla_hpc.runtime.memory_check import check_memory_plan
 from dvla_hpc.runtime.report import build_summary, memory_report, rank_summary
 from dvla_hpc.runtime.reports import merge_lane_reports, rank_report
-from dvla_hpc.runtime.run_dir import prepare_run_dir, resume_learner, save_learner
+from dvla_hpc.runtime.learner_state import resume_learner, save_learner
+from dvla_hpc.runtime.run_dir import prepare_run_dir
 from dvla_hpc.runtime.signals import StopRequest
 from dvla_hpc.runtime.supervise import supervise
 

@@ -27,7 +27,7 @@ from dvla_hpc.runtime.memory_check import check_memory_plan
 from dvla_hpc.runtime.run_dir import prepare_run_dir
 from dvla_hpc.runtime.signals import StopRequest
 from dvla_hpc.runtime.topology import (LayoutError, RolePlan, build_communicators, detect_placement,
-                                       plan_layout)
+                                       gather_hostnames, plan_layout)
 
 
 class PlacementRefused(SystemExit):
@@ -75,6 +75,7 @@ def run_mpi(cfg: Config, run_dir: Path, world: MPI.Comm, stop_request: StopReque
         plan = plan_roles(cfg, world)
         devices = place_devices(cfg, world, plan)
         backend = data_backend(cfg.planes.data_backend, devices, plan)
+        bp = Blueprint.from_config(cfg)
     except (LayoutError, ConfigError, DeviceError) as err:
         if world.Get_rank() == 0:
             kind = {LayoutError: "layout", ConfigError: "config", DeviceError: "device"}[type(err)]
@@ -85,7 +86,6 @@ def run_mpi(cfg: Config, run_dir: Path, world: MPI.Comm, stop_request: StopReque
     if device.type == "cuda":
         torch.cuda.set_device(device)
     DATA_PATH.configure(pin=device.type == "cuda")
-    bp = Blueprint.from_config(cfg)
     refusal = None
     try:
         samplers = len(plan.sims_for(rank)) if role == "infer" else len(plan.ranks("sim"))
@@ -113,7 +113,7 @@ def run_mpi(cfg: Config, run_dir: Path, world: MPI.Comm, stop_request: StopReque
     ctx = RankContext(cfg, bp, plan, comms, ControlPlane(comms.control),
                       DataPump(comms.data, cfg.pipeline.poll_max_sleep_ms / 1000), stop_request,
                       device, backend, torch_plane, telemetry, describe_devices(plan, devices),
-                      threading.Event(), threading.Event())
+                      gather_hostnames(world), threading.Event(), threading.Event())
     summary = None
     if role == "sim":
         from dvla_hpc.roles.sim import run_sim

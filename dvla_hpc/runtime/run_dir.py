@@ -1,4 +1,5 @@
-"""The run directory: config copy, metrics, trajectories, checkpoints, summary."""
+"""The run directory: config copy, metrics, trajectories, checkpoints, summary. `--resume DIR`
+continues in DIR, with the config DIR's run was started with."""
 from __future__ import annotations
 
 import time
@@ -8,17 +9,33 @@ import yaml
 
 from dvla_hpc.config.loader import ConfigError, to_dict
 from dvla_hpc.config.schema import Config
-from dvla_hpc.learn.learner import GRPOLearner
-from dvla_hpc.lanes.learn import RunProgress
-from dvla_hpc.output.checkpoint import (CheckpointError, capture_rng_state, checkpoint_path,
-                                        load_checkpoint, restore_rng_state, save_checkpoint)
-from dvla_hpc.runtime.init_from import checkpoint_file
+
+CONFIG_NAME = "config.yaml"
 
 
 def resolve_run_dir(cfg: Config) -> Path:
     if cfg.run.out:
         return Path(cfg.run.out)
+    if cfg.run.resume and (resumed := resumed_run_dir(cfg.run.resume)) is not None:
+        return resumed
     return Path("runs") / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def resumed_run_dir(source: str) -> Path | None:
+    """The run directory that `run.resume=source` continues in: the directory itself (or the run
+    above its checkpoints/ folder). A checkpoint file starts a new directory: older than its run's
+    newest checkpoint, it would interleave two histories in one folder."""
+    path = Path(source)
+    if not path.is_dir():
+        return None
+    return path.parent if path.name == "checkpoints" and (path.parent / CONFIG_NAME).is_file() else path
+
+
+def resumed_config(source: str) -> Path | None:
+    """The config a resumed run directory was started with (None: not a run directory)."""
+    run_dir = resumed_run_dir(source)
+    found = run_dir / CONFIG_NAME if run_dir is not None else None
+    return found if found is not None and found.is_file() else None
 
 
 def config_yaml(cfg: Config) -> str:
@@ -30,30 +47,4 @@ def prepare_run_dir(cfg: Config, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"run.out: cannot create run directory {run_dir}: {err.strerror}") from None
-    (run_dir / "config.yaml").write_text(config_yaml(cfg))
-
-
-def save_learner(learner: GRPOLearner, progress: RunProgress, run_dir: Path, cfg: Config) -> Path:
-    path = checkpoint_path(run_dir / "checkpoints", learner.version)
-    save_checkpoint(path, learner.model.state_dict(), learner.optimizer.state_dict(),
-                    {"version": learner.version, "env_steps": progress.env_steps,
-                     "episodes": progress.episodes, "updates": progress.updates},
-                    capture_rng_state(), config_yaml(cfg))
-    return path
-
-
-def resume_learner(learner: GRPOLearner, source: str) -> dict:
-    """Load weights, optimizer, counters and RNG from a checkpoint file or a run directory."""
-    path = checkpoint_file(source, "run.resume")
-    try:
-        ckpt = load_checkpoint(path)
-    except CheckpointError as err:
-        raise ConfigError(f"run.resume: {err}") from None
-    try:
-        learner.model.load_state_dict(ckpt.model_state)
-    except RuntimeError as err:
-        raise ConfigError(f"run.resume: {path} does not fit this model config: {err}") from None
-    learner.optimizer.load_state_dict(ckpt.optimizer_state)
-    learner.version = int(ckpt.counters["version"])
-    restore_rng_state(ckpt.rng)
-    return dict(ckpt.counters)
+    (run_dir / CONFIG_NAME).write_text(config_yaml(cfg))

@@ -9,6 +9,10 @@ import time
 import traceback
 
 
+class JobFault(RuntimeError):
+    """An expected way for a job to fail (a rank hung or died): reported by its message alone."""
+
+
 class StopRequest:
     def __init__(self):
         self.event = threading.Event()
@@ -33,8 +37,11 @@ def abort_on_unhandled_error(comm) -> None:
     rank = comm.Get_rank()
 
     def report_and_abort(kind, value, tb, thread_name: str = "main") -> None:
-        text = "".join(traceback.format_exception(kind, value, tb))
-        report = f"\n[dvla_hpc rank {rank}, thread {thread_name}] unhandled error:\n{text}"
+        if isinstance(value, JobFault):
+            report = f"\n[dvla_hpc rank {rank}] {type(value).__name__}: {value}\n"
+        else:
+            text = "".join(traceback.format_exception(kind, value, tb))
+            report = f"\n[dvla_hpc rank {rank}, thread {thread_name}] unhandled error:\n{text}"
         os.write(2, report.encode())  # one write: Abort can cut off a report sent in pieces
         time.sleep(0.2)
         comm.Abort(1)

@@ -58,11 +58,28 @@ class RolePlan:
             raise LayoutError(f"rank {infer_rank} has role {self.roles[infer_rank]!r}, not 'infer'")
         return sorted(s for s, i in self.infer_for_sim.items() if i == infer_rank)
 
+    def name(self, rank: int, hosts: Sequence[str]) -> str:
+        """How errors name a rank: 'rank 3 (sim) on host node17'."""
+        return f"rank {rank} ({self.roles[rank]}) on host {hosts[rank]}"
+
     def describe(self) -> str:
         counts = ", ".join(f"{len(self.ranks(role))} {role}" for role in ROLES)
         nodes, switches = len(set(self.node_of)), len(set(self.switch_of))
         return (f"{self.world_size} ranks on {nodes} node(s), {switches} switch(es): {counts} "
                 f"(learner root = rank {self.learner_root})")
+
+
+HOSTNAME_BYTES = 64
+
+
+def gather_hostnames(comm: MPI.Comm) -> tuple[str, ...]:
+    """Every rank's host name (MPI's processor name, cut to 64 bytes), without pickle."""
+    mine = np.zeros(HOSTNAME_BYTES, dtype=np.uint8)
+    name = MPI.Get_processor_name().encode()[:HOSTNAME_BYTES]
+    mine[: len(name)] = np.frombuffer(name, dtype=np.uint8)
+    every = np.empty((comm.Get_size(), HOSTNAME_BYTES), dtype=np.uint8)
+    wait_requests(comm.Iallgather(mine, every), what="host name gather")
+    return tuple(bytes(row).rstrip(b"\0").decode(errors="replace") for row in every)
 
 
 def plan_layout(world_size: int, learn_ranks: int, infer_ranks: int,

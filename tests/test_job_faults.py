@@ -1,0 +1,49 @@
+"""A job survives what clusters do to it: hung and dead ranks end it in time with a message that
+names them, every file it wrote stays readable, and `--resume DIR` continues it."""
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from dvla_hpc.bench import job_faults
+
+pytestmark = [pytest.mark.mpi, pytest.mark.slow]
+TIMEOUT_S = 6.0
+
+
+@pytest.mark.parametrize("role", ["sim", "infer", "learn"])
+def test_a_hung_rank_ends_the_job_naming_it(tmp_path, role):
+    found = job_faults.signal_rank(tmp_path / "run", 3, role, signal.SIGSTOP, TIMEOUT_S, TIMEOUT_S + 5)
+    assert found["ended_after_s"] is not None and found["ended_after_s"] <= TIMEOUT_S + 5, found
+    assert found["exit_code"] != 0
+    assert found["named"] and "on host" in found["message"], found
+    assert "Traceback" not in found["message"]
+    assert found["episodes_readable"] > 0
+
+
+@pytest.mark.parametrize("role", ["sim", "infer", "learn"])
+def test_a_killed_rank_ends_the_job_and_its_run_resumes(tmp_path, role):
+    out = tmp_path / "run"
+    found = job_faults.signal_rank(out, 3, role, signal.SIGKILL, 60, 10)
+    assert found["ended_after_s"] is not None and found["ended_after_s"] <= 10, found
+    target = found["checkpoint_env_steps"] + 300
+    resumed = job_faults.launch(out, 3, f"run.total_env_steps={target}", resume=True)
+    assert resumed.wait(240) is not None and resumed.proc.returncode == 0, resumed.output()[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_steps"] >= target and summary["policy_version"] > found["checkpoint_version"]
+
+
+@pytest.mark.parametrize("ranks", [1, 3])
+def test_whole_job_killed_at_random_moments_resumes_every_time(tmp_path, ranks):
+    out = tmp_path / "run"
+    legs = job_faults.kill_and_resume(out, ranks, kills=3, seed=ranks)
+    assert [leg["ended"] for leg in legs] == ["killed"] * 3 + ["finished"], legs[-1].get("output")
+    versions = [leg["checkpoint_version"] for leg in legs]
+    steps = [leg["checkpoint_env_steps"] for leg in legs]
+    assert versions == sorted(versions) and steps == sorted(steps)
+    summary = json.loads((out / "summary.json").read_text())  # the resumed directory's own summary
+    assert summary["env_steps"] >= steps[-2] + 600
+    assert summary["policy_version"] > versions[-2]
+    assert all(leg["episodes"] > 0 for leg in legs)
