@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     from dvla_hpc.runtime.run_dir import resolve_run_dir, resumed_config
     from dvla_hpc.runtime.signals import StopRequest
     config_path, stored = args.config or DEFAULT_CONFIG, []
-    if args.resume and not args.config and (found := resumed_config(args.resume)) is not None:
+    in_place = not args.out and not any(item.startswith("run.out=") for item in args.overrides)
+    if args.resume and in_place and not args.config and (found := resumed_config(args.resume)) is not None:
         config_path, stored = found, ["run.out=", "run.init_from="]  # the stored run's own, not its path
     try:
         cfg = load_config(config_path, [*stored, *overrides])
@@ -91,8 +92,10 @@ def refuse_starting_weights(cfg, world) -> bool:
     import numpy as np
 
     from dvla_hpc.planes.backoff import wait_requests
-    from dvla_hpc.runtime.init_from import starting_weights_problem
-    problem = starting_weights_problem(cfg) if world.Get_rank() == 0 else None
+    problem = None
+    if world.Get_rank() == 0:  # the others (sim ranks among them) need not import torch for it
+        from dvla_hpc.runtime.init_from import starting_weights_problem
+        problem = starting_weights_problem(cfg)
     verdict = np.array([problem is not None], dtype=np.int64)
     wait_requests(world.Ibcast(verdict, root=0), what="starting weights check")
     if problem is not None:

@@ -7,7 +7,8 @@ import torch
 from dvla_hpc.config.loader import ConfigError, load_config
 from dvla_hpc.config.schema import ModelConfig
 from dvla_hpc.envs.protocol import EnvSpec
-from dvla_hpc.model.encoders import ConvPatchEncoder, conv_output_size, make_encoder, min_conv_image_size
+from dvla_hpc.model.conv_stack import conv_output_size, min_conv_image_size
+from dvla_hpc.model.encoders import ConvPatchEncoder, make_encoder
 from dvla_hpc.model.vla import PolicyBatch, VLAPolicy
 
 SPEC = EnvSpec(image_shape=(64, 64, 3), proprio_dim=3, action_dim=2, max_episode_steps=10,

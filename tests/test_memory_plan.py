@@ -25,14 +25,13 @@ def tiny() -> Blueprint:
 def requests(monkeypatch) -> Counter:
     """Bytes of every data-path buffer requested while the test runs, by buffer name."""
     asked: Counter = Counter()
-    zeros = DATA_PATH.zeros
+    count = DATA_PATH._count
 
-    def recording(name, shape, dtype, device=None):
-        buffer = zeros(name, shape, dtype, device)
-        asked[name] += buffer.numel() * buffer.element_size()
-        return buffer
+    def recording(name, nbytes, on_device):
+        asked[name] += nbytes
+        count(name, nbytes, on_device)
 
-    monkeypatch.setattr(DATA_PATH, "zeros", recording)
+    monkeypatch.setattr(DATA_PATH, "_count", recording)
     return asked
 
 

@@ -13,6 +13,8 @@ BENCHMARKS = {
     "memory_fit": "a preset learner's peak memory on its device against the memory plan",
     "tree_bandwidth": "the weight tree over torch.distributed (NCCL/gloo): GB/s and byte identity",
     "gpu_check": "the prepared GPU check (make gpu-check): GPU tests, quickstart, throughput, tree, memory",
+    "wide": "one job of many ranks (64) here: start-up, memory and CPU share per role, root control traffic",
+    "faults": "faults done to jobs: hung and killed ranks, whole-job kills with resume, env faults, bad input",
     "libero_steps": "LIBERO steps/s on one core: bare OffScreenRenderEnv vs VectorEnv, fast_render on/off",
 }
 

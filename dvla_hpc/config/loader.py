@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 
 from dvla_hpc.config.schema import Config, ModelConfig
-from dvla_hpc.model.encoders import min_conv_image_size
+from dvla_hpc.model.conv_stack import min_conv_image_size
 from dvla_hpc.model.presets import PRESETS, apply_preset
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"

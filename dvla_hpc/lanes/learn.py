@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from dvla_hpc.config.schema import LearnConfig
-from dvla_hpc.learn.learner import GRPOLearner
 from dvla_hpc.lanes.lane import Lane, SlotQueue
 from dvla_hpc.memory.layouts import H
 from dvla_hpc.memory.slab_pool import SlabPool
+
+if TYPE_CHECKING:
+    from dvla_hpc.learn.learner import GRPOLearner
 
 ADMISSIONS = ("env_steps", "episodes", "failed_episodes", "successes")
 

@@ -6,16 +6,23 @@ the first update has been trained the process is `seal`ed, and any request after
 steady-state allocation on the data path, counted and named in the run summary (the target is 0).
 Compute temporaries (activations, gradients) are not data-path buffers and are not counted; the
 RSS track in the summary covers them. Host buffers are pinned on ranks that feed a GPU (pinning
-raises without one); buffers placed on a GPU are counted apart, with torch's peak allocation."""
+raises without one); buffers placed on a GPU are counted apart, with torch's peak allocation.
+Host byte buffers are numpy memory unless pinned, so ranks that never touch a tensor (sim ranks)
+never import torch."""
 from __future__ import annotations
 
 import statistics
+import sys
 import threading
+from typing import TYPE_CHECKING
 
+import numpy as np
 import psutil
-import torch
 
 from dvla_hpc.memory.heap import release_free_heap
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DataPathMemory:
@@ -33,14 +40,26 @@ class DataPathMemory:
         pinning raises and would create a CUDA context."""
         self.pin = pin
 
-    def zeros(self, name: str, shape: tuple[int, ...], dtype: torch.dtype,
-              device: torch.device | None = None) -> torch.Tensor:
+    def zeros(self, name: str, shape: tuple[int, ...], dtype: "torch.dtype",
+              device: "torch.device | None" = None) -> "torch.Tensor":
+        import torch
         on_device = device is not None and device.type != "cpu"
         buffer = torch.zeros(shape, dtype=dtype, device=device if on_device else None)
         if self.pin and not on_device:
             buffer = buffer.pin_memory()
+        self._count(name, buffer.numel() * buffer.element_size(), on_device)
+        return buffer
+
+    def host_bytes(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Zeroed uint8 host memory: numpy's, or a pinned tensor's (the array keeps it alive)."""
+        if self.pin:
+            return self.zeros(name, shape, __import__("torch").uint8).numpy()
+        buffer = np.zeros(shape, dtype=np.uint8)
+        self._count(name, buffer.nbytes, on_device=False)
+        return buffer
+
+    def _count(self, name: str, nbytes: int, on_device: bool) -> None:
         with self._lock:
-            nbytes = buffer.numel() * buffer.element_size()
             if on_device:
                 self.device_bytes += nbytes
             else:
@@ -48,7 +67,6 @@ class DataPathMemory:
             self.buffers += 1
             if self.sealed:
                 self.after_warmup[name] = self.after_warmup.get(name, 0) + 1
-        return buffer
 
     def seal(self) -> None:
         self.sealed = True
@@ -63,7 +81,8 @@ class DataPathMemory:
 
 def device_peak_mib() -> float:
     """torch's peak allocation on this process's GPU (its high-water mark); -1 without one."""
-    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+    torch = sys.modules.get("torch")  # a rank that never imported torch has no GPU memory
+    if torch is None or not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return -1.0
     return round(torch.cuda.max_memory_allocated() / 2**20, 1)
 

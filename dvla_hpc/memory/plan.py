@@ -17,12 +17,16 @@ import math
 import os
 from dataclasses import dataclass, field
 
-import psutil
-import torch
+from typing import TYPE_CHECKING
 
-from dvla_hpc.model.encoders import CONV_STACK, conv_output_size, make_encoder
+import psutil
+
+from dvla_hpc.model.conv_stack import CONV_STACK, conv_output_size
 from dvla_hpc.model.presets import count_parameters
 from dvla_hpc.runtime.blueprint import Blueprint
+
+if TYPE_CHECKING:
+    import torch
 
 ROWS = ("weights", "gradients", "optimizer", "activations", "staging", "slabs")
 ROLES = ("learn", "infer", "sim", "local")
@@ -124,16 +128,19 @@ def refuse_if_too_big(plan: MemoryPlan) -> None:
     raise PlanRefused(head + f"The largest rows and what shrinks them: {advice}.\n" + plan.format())
 
 
-def plan_memory(bp: Blueprint, role: str, device: torch.device, samplers: int, learners: int = 1, *,
+def plan_memory(bp: Blueprint, role: str, device: "torch.device | None", samplers: int, learners: int = 1, *,
                 infer_ranks: int = 1, bytes_per_activation: int = 4) -> MemoryPlan:
     """The plan of one rank. samplers: the sim ranks it serves (infer: its own sims; learn and
     local: all of them). infer_ranks: the ranks that send the learner episodes (learn only).
     bytes_per_activation: 4 for fp32, 2 under bf16 autocast."""
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {', '.join(ROLES)}")
-    device = torch.device("cpu") if role == "sim" else device  # sim ranks touch no torch device
+    if role == "sim":  # sim ranks touch no torch device and import no torch: slabs only
+        parts = Parts(on_cpu=True)
+        parts.add("slabs", slab_pool_bytes(bp, role, samplers, infer_ranks), host=True)
+        return parts.plan(role, None, 0, learners)
     parts = Parts(on_cpu=device.type == "cpu")
-    params = 0 if role == "sim" else count_parameters(bp.cfg.model, bp.spec)
+    params = count_parameters(bp.cfg.model, bp.spec)
     weight_copy = 4 * params
     trains, serves = role in ("learn", "local"), role in ("infer", "local")
     if trains:
@@ -166,16 +173,17 @@ class Parts:
     def add(self, row: str, nbytes: int, host: bool = False) -> None:
         (self.host_rows if host and not self.on_cpu else self.device_rows)[row] += int(nbytes)
 
-    def plan(self, role: str, device: torch.device, params: int, learners: int) -> MemoryPlan:
+    def plan(self, role: str, device: "torch.device | None", params: int, learners: int) -> MemoryPlan:
+        """device None: the host alone (a sim rank)."""
         rows = {r: self.device_rows[r] + self.host_rows[r] for r in ROWS}
-        name = "cpu" if device.type == "cpu" else f"cuda:{device.index or 0}"
+        name = "cpu" if device is None or device.type == "cpu" else f"cuda:{device.index or 0}"
         return MemoryPlan(role=role, device=name, parameters=params, rows=rows,
                           device_bytes=sum(self.device_rows.values()), host_bytes=sum(self.host_rows.values()),
                           free_bytes=free_memory(device), learners=learners,
                           host_rows={r: b for r, b in self.host_rows.items() if b})
 
 
-def weights_wire_on_host(bp: Blueprint, device: torch.device) -> bool:
+def weights_wire_on_host(bp: Blueprint, device: "torch.device") -> bool:
     """roles/tree.py's wire_device: weights travel through host memory when mpi4py carries them
     (the data backend resolves "auto" to torch on a GPU)."""
     return device.type == "cuda" and bp.cfg.planes.data_backend == "mpi"
@@ -225,6 +233,9 @@ def token_count(bp: Blueprint) -> int:
 
 def image_patches(bp: Blueprint) -> int:
     """Patch tokens of all cameras together."""
+    import torch
+
+    from dvla_hpc.model.encoders import make_encoder
     with torch.device("meta"):
         return make_encoder(bp.cfg.model, bp.spec.image_shape[0]).num_patches * len(bp.spec.cameras)
 
@@ -280,10 +291,11 @@ def inference_activation_bytes(bp: Blueprint, batch: int, bytes_per_activation: 
     return batch * (bytes_per_activation * per_sample + 4 * math.prod(bp.spec.frames_shape))
 
 
-def free_memory(device: torch.device) -> int | None:
+def free_memory(device: "torch.device | None") -> int | None:
     """Free bytes of `device`: the CUDA driver's count (torch, else NVML); the host's available memory."""
-    if device.type != "cuda":
+    if device is None or device.type != "cuda":
         return psutil.virtual_memory().available
+    import torch
     try:
         return torch.cuda.mem_get_info(device)[0]
     except (RuntimeError, AssertionError):

@@ -5,7 +5,6 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from dvla_hpc.memory.accounting import DATA_PATH
 
@@ -48,8 +47,7 @@ class SlabPool:
             raise ValueError(f"slab pool {layout.kind} needs at least one slot")
         self.layout = layout
         self.count = count
-        self.storage = DATA_PATH.zeros(f"slabs/{layout.kind}", (count, layout.nbytes), torch.uint8)
-        self.raw = self.storage.numpy()
+        self.raw = DATA_PATH.host_bytes(f"slabs/{layout.kind}", (count, layout.nbytes))
         self.slots = [layout.views(self.raw[i]) for i in range(count)]
         self._free = list(range(count - 1, -1, -1))
         self._cond = threading.Condition()

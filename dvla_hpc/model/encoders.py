@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dvla_hpc.config.schema import ModelConfig
-
-CONV_STACK = ((32, 8, 4), (64, 4, 2), (128, 3, 2))  # (out channels, kernel, stride)
+from dvla_hpc.model.conv_stack import CONV_STACK, conv_output_size
 
 
 class FiLMPatchEncoder(nn.Module):
@@ -87,17 +86,6 @@ class ConvPatchEncoder(nn.Module):
         gamma, beta = self.film(text).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
         patches = self.project(torch.relu(x * (1 + gamma) + beta).flatten(2).transpose(1, 2))
         return patches, patches.mean(1, keepdim=True)
-
-
-def conv_output_size(size: int, kernel: int, stride: int) -> int:
-    return (size - kernel) // stride + 1
-
-
-def min_conv_image_size() -> int:
-    size = 1
-    for _, kernel, stride in reversed(CONV_STACK):
-        size = (size - 1) * stride + kernel
-    return size
 
 
 def make_encoder(cfg: ModelConfig, image_size: int) -> nn.Module:

@@ -6,11 +6,8 @@ almost all parameters: (4 + 2 * ff_mult) * width^2 per layer, so 1b and 7b land 
 percent of their names whatever the image size (the encoder and patch positions add < 1%)."""
 from __future__ import annotations
 
-import torch
-
 from dvla_hpc.config.schema import ModelConfig
 from dvla_hpc.envs.protocol import EnvSpec
-from dvla_hpc.model.vla import VLAPolicy
 
 PRESETS: dict[str, dict[str, int]] = {
     # tiny = ModelConfig's defaults exactly (test_presets checks it): existing configs are unchanged
@@ -29,6 +26,9 @@ def apply_preset(model_section: dict, name: str) -> dict:
 
 def count_parameters(cfg: ModelConfig, spec: EnvSpec) -> int:
     """Parameters of `VLAPolicy(cfg, spec)`, built on the meta device: shapes only, no storage."""
+    import torch  # here, not above: the config loader reads PRESETS on ranks that import no torch
+
+    from dvla_hpc.model.vla import VLAPolicy
     with torch.device("meta"):
         model = VLAPolicy(cfg, spec)
     return sum(p.numel() for p in model.parameters())

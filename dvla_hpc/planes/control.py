@@ -88,6 +88,7 @@ class ControlPlane:
         self.send_bufs = [np.zeros(1, dtype=MESSAGE) for _ in range(send_slots)]
         self.sends: list[MPI.Request | None] = [None] * send_slots
         self.next_send = 0  # slots are tried oldest first, so a post rarely tests more than one
+        self.sent = self.received = 0
         self.status = MPI.Status()
         self.lock = threading.Lock()
 
@@ -102,6 +103,7 @@ class ControlPlane:
                     encode(msg, self.send_bufs[i])
                     self.sends[i] = self.comm.Isend(self.send_bufs[i].view(np.uint8), dest, CONTROL_TAG)
                     self.next_send = (i + 1) % count
+                    self.sent += 1
                     return
         raise ControlError(f"rank {self.rank}: {len(self.sends)} control sends still in flight")
 
@@ -111,6 +113,7 @@ class ControlPlane:
             if req.Test(self.status):
                 received.append(decode(self.recv_bufs[i], self.status.Get_source()))
                 self.recvs[i] = self.comm.Irecv(self.recv_bufs[i].view(np.uint8), MPI.ANY_SOURCE, CONTROL_TAG)
+        self.received += len(received)
         return received
 
     def close(self) -> None:

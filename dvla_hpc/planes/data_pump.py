@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
 from mpi4py import MPI
 
 from dvla_hpc.lanes.lane import SlotQueue
@@ -81,7 +80,7 @@ class DataPump(threading.Thread):
         """Keep `depth` receives from `source` posted into free slots of `pool`; validated slabs go
         into `queue`. `transport` defaults to MPI over the pump's communicator."""
         transport = transport or self.mpi
-        scratch = DATA_PATH.zeros("pump/scratch", (pool.layout.nbytes,), torch.uint8).numpy()
+        scratch = DATA_PATH.host_bytes("pump/scratch", (pool.layout.nbytes,))
         transport.register([*pool.raw, scratch])
         self.inbound.append(Inbound(source, tag, pool, queue, kind, max_count, depth, transport,
                                     scratch=scratch))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from dvla_hpc.config.schema import Config
 from dvla_hpc.lanes.lane import Lane
@@ -13,10 +13,13 @@ from dvla_hpc.output.telemetry import Telemetry
 from dvla_hpc.planes.control import ControlPlane, Kind, Message
 from dvla_hpc.planes.data_pump import DataPump
 from dvla_hpc.runtime.blueprint import Blueprint
-from dvla_hpc.roles.watchdog import SilenceWatch
+from dvla_hpc.roles.watchdog import SilenceWatch, telemetry_every_s, watch_neighbours
 from dvla_hpc.runtime.reports import heartbeat_message, rank_report
 from dvla_hpc.runtime.signals import StopRequest
 from dvla_hpc.runtime.topology import Communicators, RolePlan
+
+if TYPE_CHECKING:
+    import torch
 
 OBS_TAG, ACTION_TAG, EPISODE_TAG = 11, 12, 13
 HEARTBEAT_EVERY_S = 2.0
@@ -31,7 +34,7 @@ class RankContext:
     control: ControlPlane
     pump: DataPump
     stop_request: StopRequest
-    device: "torch.device"
+    device: "torch.device | None"  # None on sim ranks, which import no torch
     data_backend: str  # "mpi" or "torch": what carries episodes and weights between infer and learner ranks
     torch_plane: object | None  # a planes.torch_plane.TorchPlane on infer and learner ranks (torch backend)
     telemetry: Telemetry
@@ -49,16 +52,45 @@ class RankContext:
     def role(self) -> str:
         return self.plan.roles[self.rank]
 
-    def watch(self, ranks: list[int]) -> SilenceWatch:
-        return SilenceWatch(ranks, self.cfg.run.heartbeat_timeout_s,
-                            lambda rank: self.plan.name(rank, self.hosts))
+    def pulse(self) -> "Pulse":
+        return Pulse(self)
 
-    def beat(self, to: list[int]) -> None:
-        """One heartbeat (this rank's latest telemetry) to each of `to`."""
-        message = heartbeat_message(self.rank, self.role, self.telemetry.sample())
-        for rank in to:
-            self.control.post(rank, message)
-        self.heartbeats_sent += 1
+
+class Pulse:
+    """This rank's heartbeats and its watch over its neighbours in the watch tree (parent and
+    children): a beat to each every HEARTBEAT_EVERY_S, telemetry to the root every
+    `telemetry_every_s`, and RankSilent once a neighbour has been silent for the timeout."""
+
+    def __init__(self, ctx: RankContext):
+        self.ctx = ctx
+        root = ctx.plan.learner_root
+        self.neighbours = watch_neighbours(ctx.plan.world_size, root, ctx.rank)
+        self.watch = SilenceWatch(self.neighbours, ctx.cfg.run.heartbeat_timeout_s,
+                                  lambda rank: ctx.plan.name(rank, ctx.hosts))
+        self.root = [] if ctx.rank == root or root in self.neighbours else [root]
+        self.telemetry_every_s = telemetry_every_s(ctx.plan.world_size, HEARTBEAT_EVERY_S)
+        self.next_beat = self.next_telemetry = 0.0
+
+    def heard(self, messages: list[Message]) -> None:
+        for msg in messages:
+            self.watch.heard(msg.source)
+        self.watch.check()
+
+    def beat(self) -> None:
+        """Send what is due (a heartbeat carries this rank's latest telemetry)."""
+        now = time.monotonic()
+        to = self.neighbours if now >= self.next_beat else []
+        if self.root and now >= self.next_telemetry:
+            to = to + self.root
+            self.next_telemetry = now + self.telemetry_every_s
+        if now >= self.next_beat:
+            self.next_beat = now + HEARTBEAT_EVERY_S
+        if to:
+            message = heartbeat_message(self.ctx.rank, self.ctx.role, self.ctx.telemetry.sample())
+            for rank in to:
+                self.ctx.control.post(rank, message)
+            self.ctx.heartbeats_sent += 1
+            release_free_heap()
 
 
 def raise_if_failed(lanes: list[Lane], failed: threading.Event) -> None:
@@ -72,31 +104,25 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane],
                       hear: Callable[[Message], None] | None = None) -> None:
     """A rank other than the learner root: run until the root says STOP (handing every other
     message to `hear`), then join the lanes, send each lane's report and the rank's report, and
-    say FINISHED. A root silent for `run.heartbeat_timeout_s` ends the job (RankSilent)."""
+    say FINISHED. A neighbour silent for `run.heartbeat_timeout_s` ends the job (RankSilent)."""
     root = ctx.plan.learner_root
-    root_watch = ctx.watch([root])
-    next_beat = 0.0
+    pulse = ctx.pulse()
     asked = False
     while True:
         raise_if_failed(lanes, ctx.failed)
         messages = ctx.control.poll()
         if any(m.kind == Kind.STOP for m in messages):
             break
-        for msg in messages:
-            root_watch.heard(msg.source)
-            if hear is not None:
+        if hear is not None:
+            for msg in messages:
                 hear(msg)
-        root_watch.check()
+        pulse.heard(messages)
         if ctx.pump.error is not None:
             raise ctx.pump.error
-        now = time.monotonic()
         if ctx.stop_request and not asked:
             ctx.control.post(root, Message(Kind.STOP_REQUEST, ctx.rank))
             asked = True
-        if now >= next_beat:
-            ctx.beat([root])
-            release_free_heap()
-            next_beat = now + HEARTBEAT_EVERY_S
+        pulse.beat()
         time.sleep(0.02)
     ctx.stop.set()
     for lane in lanes:

@@ -13,8 +13,7 @@ from dvla_hpc.learn.replicas import LearnerReplicas
 from dvla_hpc.memory.layouts import SlabKind
 from dvla_hpc.output.metrics_log import MetricsLog
 from dvla_hpc.planes.control import Kind, Message
-from dvla_hpc.roles.common import (EPISODE_TAG, HEARTBEAT_EVERY_S, RankContext, follow_until_stop,
-                                   raise_if_failed)
+from dvla_hpc.roles.common import EPISODE_TAG, RankContext, follow_until_stop, raise_if_failed
 from dvla_hpc.roles.root_inbox import RootInbox
 from dvla_hpc.roles.transports import episode_transport
 from dvla_hpc.roles.tree import distribution_tree, wire_device
@@ -98,32 +97,27 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
         replica_checks=replicas.checks,
         data_plane={"backend": ctx.data_backend, "mib_received": round(ctx.pump.bytes_received / 2**20, 2)},
         devices=ctx.devices, pools={"episodes": ports.episode_pool.stats()}, checkpoint=str(ckpt),
-        memory=memory_report(rss), heartbeats=inbox.heartbeat_summary(),
+        memory=memory_report(rss), heartbeats=inbox.heartbeat_summary(ctx.control, wall),
         ranks=rank_summary([("learn", rank_report(ctx.telemetry, ctx.heartbeats_sent)), *inbox.rank_reports()]),
         gpu=ctx.telemetry.summary()["gpu"])
 
 
 def lead(ctx: RankContext, learn, lanes: list[Lane], metrics: MetricsLog, inbox: RootInbox,
          started: float):
-    """Supervise the run; beat to every other rank and end the job if one falls silent."""
-    others = [rank for rank in range(ctx.plan.world_size) if rank != ctx.rank]
-    watch = ctx.watch(others)
-    next_beat = 0.0
+    """Supervise the run; beat to the watch tree's top and end the job if a neighbour falls silent."""
+    pulse = ctx.pulse()
 
     def keep_going() -> bool:
-        nonlocal next_beat
         raise_if_failed(lanes, ctx.failed)
         if ctx.pump.error is not None:
             raise ctx.pump.error
-        for msg in ctx.control.poll():
+        messages = ctx.control.poll()
+        for msg in messages:
             if msg.kind == Kind.STOP_REQUEST:
                 ctx.stop_request.event.set()
-            watch.heard(msg.source)
             inbox.absorb(msg)
-        watch.check()
-        if time.monotonic() >= next_beat:
-            ctx.beat(others)
-            next_beat = time.monotonic() + HEARTBEAT_EVERY_S
+        pulse.heard(messages)
+        pulse.beat()
         return not ctx.stop_request
 
     def telemetry() -> dict:

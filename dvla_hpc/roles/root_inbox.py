@@ -64,7 +64,10 @@ class RootInbox:
     def latest_telemetry(self) -> dict:
         return {str(rank): values for rank, values in sorted(self.telemetry.items())}
 
-    def heartbeat_summary(self) -> dict:
-        """Heartbeats are counted and their gaps measured; nothing acts on a silent rank yet."""
+    def heartbeat_summary(self, control: ControlPlane, seconds: float) -> dict:
+        """Heartbeats counted, the longest gap between two of one rank's, and the root's control
+        traffic per second (the watch tree and the telemetry period keep it flat as ranks grow)."""
         return {"received": sum(self.beats.values()), "ranks": len(self.beats),
-                "max_silence_s": round(self.max_silence_s, 2)}
+                "max_silence_s": round(self.max_silence_s, 2),
+                "root_control_received_per_s": round(control.received / max(seconds, 1e-9), 2),
+                "root_control_sent_per_s": round(control.sent / max(seconds, 1e-9), 2)}

@@ -11,5 +11,5 @@ from dvla_hpc.roles.common import RankContext
 def episode_transport(ctx: RankContext, peers: list[int]) -> Transport:
     if ctx.data_backend != "torch":
         return RowTrimmedTransport(ctx.comms.data, ctx.bp.episode_layout)
-    from dvla_hpc.planes.transport import TorchTransport
+    from dvla_hpc.planes.torch_transport import TorchTransport
     return TorchTransport(ctx.torch_plane, peers)

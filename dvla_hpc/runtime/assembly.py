@@ -3,29 +3,29 @@
 A role's lanes talk to the outside through ports: slab pools plus the slot queues they hand ids
 through. In single-process mode the three roles share one set of ports (in-process channels);
 in MPI mode each rank makes its own and the data pump connects them to its peers' (roles/*.py).
-The lanes, the learner and the weight holder are built here and nowhere else."""
+The lanes, the learner and the weight holder are built here and nowhere else. The builders of
+the infer and learn side import their torch modules themselves, so a sim rank imports no torch."""
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-
-from dvla_hpc.lanes.batch_stager import BatchStager
-from dvla_hpc.lanes.infer import EpisodeAssembler, InferLane
 from dvla_hpc.lanes.lane import Lane, SlotQueue
 from dvla_hpc.lanes.learn import CheckpointSchedule, LearnLane
 from dvla_hpc.lanes.record import RecordLane
 from dvla_hpc.lanes.sample import FlowControl, GroupSchedule, SampleLane
-from dvla_hpc.learn.learner import GRPOLearner
-from dvla_hpc.learn.replicas import LearnerReplicas
 from dvla_hpc.memory.slab_pool import SlabPool
-from dvla_hpc.memory.static_pool import DoubleBufferedWeights
 from dvla_hpc.output.trajectory_writer import TrajectoryWriter
 from dvla_hpc.runtime.blueprint import Blueprint, env_kwargs, make_vector_env
-from dvla_hpc.runtime.devices import uses_bf16
+
+if TYPE_CHECKING:
+    import torch
+
+    from dvla_hpc.learn.learner import GRPOLearner
+    from dvla_hpc.learn.replicas import LearnerReplicas
+    from dvla_hpc.memory.static_pool import DoubleBufferedWeights
 
 
 @dataclass
@@ -110,6 +110,7 @@ def sim_lanes(bp: Blueprint, sampler_id: int, samplers: int, ports: SimPorts, si
 
 
 def weight_holder(bp: Blueprint, device: torch.device, initial_version: int) -> DoubleBufferedWeights:
+    from dvla_hpc.memory.static_pool import DoubleBufferedWeights
     return DoubleBufferedWeights(bp.make_policy, initial_version, device)
 
 
@@ -117,6 +118,9 @@ def infer_lanes(bp: Blueprint, holder: DoubleBufferedWeights, ports: InferPorts,
                 sig: Signals) -> list[Lane]:
     """The infer lane; the lane that fills the holder's staging buffer belongs to whoever
     delivers weights (the learner in one process, the broadcast tree under MPI)."""
+    from dvla_hpc.lanes.batch_stager import BatchStager
+    from dvla_hpc.lanes.infer import EpisodeAssembler, InferLane
+    from dvla_hpc.runtime.devices import uses_bf16
     cfg, spec = bp.cfg, bp.spec
     stager = BatchStager(cfg.env.envs_per_sampler // 2, spec.frames_shape, spec.proprio_dim,
                          bp.instruction_tokens, holder.device)
@@ -128,6 +132,8 @@ def infer_lanes(bp: Blueprint, holder: DoubleBufferedWeights, ports: InferPorts,
 
 def build_learner(bp: Blueprint, device: torch.device,
                   replicas: LearnerReplicas | None = None) -> GRPOLearner:
+    from dvla_hpc.learn.learner import GRPOLearner
+    from dvla_hpc.runtime.devices import uses_bf16
     cfg = bp.cfg
     return GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, cfg.run.seed,
                        device, uses_bf16(device, cfg.run.autocast_bf16), replicas, cfg.model.action_chunk)

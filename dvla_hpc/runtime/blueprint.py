@@ -1,9 +1,11 @@
-"""Everything every role derives from the config alone: env spec, model factory, slab layouts, sizes."""
+"""Everything every role derives from the config alone: env spec, model factory, slab layouts, sizes.
+What needs torch (instruction tokens, action bins, the policy) is made on first use, so a sim rank
+imports no torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 from dvla_hpc.config.loader import ConfigError
 from dvla_hpc.config.schema import Config
@@ -13,8 +15,12 @@ from dvla_hpc.envs.vector import VectorEnv
 from dvla_hpc.lanes.sample import EpisodeBudget
 from dvla_hpc.memory.layouts import action_layout, episode_layout, observation_layout
 from dvla_hpc.memory.slab_pool import SlabLayout
-from dvla_hpc.model.tokens import ActionBins, tokenize_catalogue
-from dvla_hpc.model.vla import VLAPolicy
+
+if TYPE_CHECKING:
+    import torch
+
+    from dvla_hpc.model.tokens import ActionBins
+    from dvla_hpc.model.vla import VLAPolicy
 
 
 def env_kwargs(cfg: Config) -> dict:
@@ -70,8 +76,6 @@ def check_learner_split(cfg: Config, samplers: int) -> None:
 class Blueprint:
     cfg: Config
     spec: EnvSpec
-    instruction_tokens: torch.Tensor
-    bins: ActionBins
     obs_layout: SlabLayout
     action_layout: SlabLayout
     episode_layout: SlabLayout
@@ -83,18 +87,26 @@ class Blueprint:
         except (ValueError, ImportError) as err:
             raise ConfigError(f"env.name={cfg.env.name}: {err}") from None
         half = cfg.env.envs_per_sampler // 2
-        return cls(cfg=cfg, spec=spec,
-                   instruction_tokens=tokenize_catalogue(
-                       spec.instructions, cfg.model.vocab_size, cfg.model.max_instruction_tokens),
-                   bins=ActionBins(cfg.model.action_bins),
-                   obs_layout=observation_layout(spec, half),
-                   action_layout=action_layout(spec, half),
-                   episode_layout=episode_layout(spec))
+        return cls(cfg=cfg, spec=spec, obs_layout=observation_layout(spec, half),
+                   action_layout=action_layout(spec, half), episode_layout=episode_layout(spec))
 
-    def make_policy(self) -> VLAPolicy:
+    @cached_property
+    def instruction_tokens(self) -> "torch.Tensor":
+        from dvla_hpc.model.tokens import tokenize_catalogue
+        model = self.cfg.model
+        return tokenize_catalogue(self.spec.instructions, model.vocab_size, model.max_instruction_tokens)
+
+    @cached_property
+    def bins(self) -> "ActionBins":
+        from dvla_hpc.model.tokens import ActionBins
+        return ActionBins(self.cfg.model.action_bins)
+
+    def make_policy(self) -> "VLAPolicy":
+        from dvla_hpc.model.vla import VLAPolicy
         return VLAPolicy(self.cfg.model, self.spec)
 
-    def initial_policy(self) -> VLAPolicy:
+    def initial_policy(self) -> "VLAPolicy":
+        import torch
         torch.manual_seed(self.cfg.run.seed)
         return self.make_policy()
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import socket
 from contextlib import nullcontext
-from typing import Mapping
-
-import torch
+from typing import TYPE_CHECKING, Mapping
 
 from dvla_hpc.runtime.topology import RolePlan
+
+if TYPE_CHECKING:
+    import torch
 
 GPU_ROLES = ("infer", "learn")
 
@@ -23,6 +24,7 @@ class DeviceError(ValueError):
 
 
 def visible_gpus() -> int:
+    import torch  # only infer and learner ranks ask: sim ranks import no torch
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
@@ -60,30 +62,39 @@ def gpu_assignment(plan: RolePlan, gpus_on_node: Mapping[int, int]) -> dict[int,
     return assigned
 
 
-def local_device(requested: str) -> torch.device:
+def local_device(requested: str) -> "torch.device":
     """Single-process mode: the first visible GPU, or the CPU."""
+    import torch
     gpus = visible_gpus() if requested != "cpu" else 0
     kind = device_kind(requested, {0: gpus})
     return torch.device("cuda", 0) if kind == "cuda" else torch.device("cpu")
 
 
-def autocast(device: torch.device, enabled: bool):
+def autocast(device: "torch.device", enabled: bool):
     """bf16 autocast for forward passes where the device runs bf16 natively (CUDA with bf16
     support); elsewhere a no-op, since CPU bf16 is slower than fp32 on most hosts."""
+    import torch
     if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
 
 
-def uses_bf16(device: torch.device, enabled: bool) -> bool:
-    return enabled and device.type == "cuda" and torch.cuda.is_bf16_supported()
+def uses_bf16(device: "torch.device", enabled: bool) -> bool:
+    if not (enabled and device.type == "cuda"):
+        return False
+    import torch
+    return torch.cuda.is_bf16_supported()
 
 
-def data_backend(requested: str, devices: dict[int, torch.device], plan: RolePlan) -> str:
+def on_cuda(device: "torch.device | str") -> bool:
+    return str(device).startswith("cuda")
+
+
+def data_backend(requested: str, devices: Mapping[int, "torch.device | str"], plan: RolePlan) -> str:
     """auto: torch.distributed when the infer and learner ranks compute on GPUs of their own
     (NCCL refuses two ranks of one communicator on one GPU), mpi4py otherwise."""
     members = plan.ranks("infer") + plan.ranks("learn")
-    on_gpu = any(devices[r].type == "cuda" for r in members)
+    on_gpu = any(on_cuda(devices[r]) for r in members)
     shared = shared_gpus(plan, devices, members)
     if requested == "torch" and on_gpu and shared:
         raise DeviceError(
@@ -95,11 +106,11 @@ def data_backend(requested: str, devices: dict[int, torch.device], plan: RolePla
     return "torch" if on_gpu and not shared else "mpi"
 
 
-def shared_gpus(plan: RolePlan, devices: dict[int, torch.device], members: list[int]) -> str:
+def shared_gpus(plan: RolePlan, devices: Mapping[int, "torch.device | str"], members: list[int]) -> str:
     """'' or a description of the first GPU two members share."""
     seen: dict[tuple[int, str], int] = {}
     for rank in members:
-        if devices[rank].type != "cuda":
+        if not on_cuda(devices[rank]):
             continue
         key = (plan.node_of[rank], str(devices[rank]))
         if key in seen:

@@ -93,7 +93,8 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
         devices={"sim": "cpu", "infer": str(device), "learn": str(device)},
         pools={"episodes": learn_ports.episode_pool.stats()},
         checkpoint=str(ckpt), memory=memory_report(rss),
-        heartbeats={"received": 0, "ranks": 0, "max_silence_s": 0.0},
+        heartbeats={"received": 0, "ranks": 0, "max_silence_s": 0.0, "root_control_received_per_s": 0.0,
+                    "root_control_sent_per_s": 0.0},
         ranks=rank_summary([("local", rank_report(telemetry, heartbeats_sent=0))]),
         gpu=telemetry.summary()["gpu"])
     telemetry.close()

@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import sys
-
-import torch
+from typing import TYPE_CHECKING
 
 from dvla_hpc.memory.plan import MemoryPlan, plan_memory, refuse_if_too_big
 from dvla_hpc.runtime.blueprint import Blueprint
 from dvla_hpc.runtime.devices import uses_bf16
 
+if TYPE_CHECKING:
+    import torch
+
 GIB = 2**30
 
 
-def rank_plan(bp: Blueprint, role: str, device: torch.device, samplers: int, learners: int = 1,
+def rank_plan(bp: Blueprint, role: str, device: "torch.device | None", samplers: int, learners: int = 1,
               infer_ranks: int = 1) -> MemoryPlan:
     bf16 = uses_bf16(device, bp.cfg.run.autocast_bf16) if role != "sim" else False
     return plan_memory(bp, role, device, samplers, learners, infer_ranks=infer_ranks,
@@ -26,7 +28,7 @@ def one_line(plan: MemoryPlan) -> str:
             f"needs {plan.device_bytes / GIB:.3g} of {free} free")
 
 
-def check_memory_plan(bp: Blueprint, role: str, device: torch.device, samplers: int, learners: int = 1,
+def check_memory_plan(bp: Blueprint, role: str, device: "torch.device | None", samplers: int, learners: int = 1,
                       infer_ranks: int = 1, rank: int | None = None) -> MemoryPlan:
     """Print the plan (one line per MPI rank, the table in one process), then refuse it if it
     does not fit, before anything is allocated."""

@@ -1,14 +1,15 @@
 """MPI mode: plan roles and devices over the world, build communicators and planes, run this
 rank's role. Every refusal (layout, config, devices, memory) is decided alike on every rank
-before anything is allocated, and ends the job with exit code 2."""
+before anything is allocated, and ends the job with exit code 2. Devices are named ("cpu",
+"cuda:1") until a rank that computes makes its own torch device: sim ranks import no torch."""
 from __future__ import annotations
 
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from mpi4py import MPI
 
 from dvla_hpc.config.loader import ConfigError
@@ -29,6 +30,9 @@ from dvla_hpc.runtime.signals import StopRequest
 from dvla_hpc.runtime.topology import (LayoutError, RolePlan, build_communicators, detect_placement,
                                        gather_hostnames, plan_layout)
 
+if TYPE_CHECKING:
+    import torch
+
 
 class PlacementRefused(SystemExit):
     pass
@@ -42,8 +46,8 @@ def plan_roles(cfg: Config, world: MPI.Comm) -> RolePlan:
     return plan
 
 
-def place_devices(cfg: Config, world: MPI.Comm, plan: RolePlan) -> dict[int, torch.device]:
-    """Every rank's device. Only infer and learner ranks ask CUDA how many GPUs they see."""
+def place_devices(cfg: Config, world: MPI.Comm, plan: RolePlan) -> dict[int, str]:
+    """Every rank's device name. Only infer and learner ranks ask CUDA how many GPUs they see."""
     rank = world.Get_rank()
     asks = plan.roles[rank] in GPU_ROLES and cfg.run.device != "cpu"
     mine = np.array([visible_gpus() if asks else -1], dtype=np.int64)
@@ -51,11 +55,10 @@ def place_devices(cfg: Config, world: MPI.Comm, plan: RolePlan) -> dict[int, tor
     wait_requests(world.Iallgather(mine, seen), what="GPU count gather")
     gpu_ranks = {r: int(seen[r]) for r in range(plan.world_size) if plan.roles[r] in GPU_ROLES}
     if device_kind(cfg.run.device, gpu_ranks) == "cpu":
-        return {r: torch.device("cpu") for r in range(plan.world_size)}
+        return dict.fromkeys(range(plan.world_size), "cpu")
     per_node = {plan.node_of[r]: count for r, count in gpu_ranks.items()}
     gpu_of = gpu_assignment(plan, per_node)
-    return {r: torch.device("cuda", gpu_of[r]) if r in gpu_of else torch.device("cpu")
-            for r in range(plan.world_size)}
+    return {r: f"cuda:{gpu_of[r]}" if r in gpu_of else "cpu" for r in range(plan.world_size)}
 
 
 def refuse(world: MPI.Comm, message: str | None, kind: str) -> None:
@@ -70,7 +73,6 @@ def refuse(world: MPI.Comm, message: str | None, kind: str) -> None:
 
 
 def run_mpi(cfg: Config, run_dir: Path, world: MPI.Comm, stop_request: StopRequest) -> dict | None:
-    torch.set_num_threads(cfg.run.torch_threads)
     try:  # every rank plans alike, so every rank refuses alike
         plan = plan_roles(cfg, world)
         devices = place_devices(cfg, world, plan)
@@ -82,10 +84,9 @@ def run_mpi(cfg: Config, run_dir: Path, world: MPI.Comm, stop_request: StopReque
             print(f"{kind} error: {err}", file=sys.stderr)
         raise PlacementRefused(2) from None
     rank = world.Get_rank()
-    role, device = plan.roles[rank], devices[rank]
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    DATA_PATH.configure(pin=device.type == "cuda")
+    role = plan.roles[rank]
+    device = compute_device(devices[rank], cfg.run.torch_threads) if role in GPU_ROLES else None
+    DATA_PATH.configure(pin=device is not None and device.type == "cuda")
     refusal = None
     try:
         samplers = len(plan.sims_for(rank)) if role == "infer" else len(plan.ranks("sim"))
@@ -109,7 +110,7 @@ def run_mpi(cfg: Config, run_dir: Path, world: MPI.Comm, stop_request: StopReque
             world.Abort(2)
         print(f"dvla_hpc: {plan.describe()}; devices {describe_devices(plan, devices)}; data plane "
               f"{backend}; run directory {run_dir}", file=sys.stderr)
-    telemetry = Telemetry(device.index if device.type == "cuda" else None)
+    telemetry = Telemetry(device.index if device is not None and device.type == "cuda" else None)
     ctx = RankContext(cfg, bp, plan, comms, ControlPlane(comms.control),
                       DataPump(comms.data, cfg.pipeline.poll_max_sleep_ms / 1000), stop_request,
                       device, backend, torch_plane, telemetry, describe_devices(plan, devices),
@@ -131,10 +132,16 @@ def run_mpi(cfg: Config, run_dir: Path, world: MPI.Comm, stop_request: StopReque
     return summary
 
 
-def describe_devices(plan: RolePlan, devices: dict[int, torch.device]) -> dict[str, str]:
+def compute_device(name: str, threads: int) -> "torch.device":
+    """An infer or learner rank's torch device, made current."""
+    import torch
+    torch.set_num_threads(threads)
+    device = torch.device(name)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def describe_devices(plan: RolePlan, devices: dict[int, str]) -> dict[str, str]:
     """Per role, the devices its ranks use: {"learn": "cuda:0, cuda:1", "sim": "cpu", ...}."""
-    out = {}
-    for role in ("sim", "infer", "learn"):
-        names = sorted({str(devices[r]) for r in plan.ranks(role)})
-        out[role] = ", ".join(names)
-    return out
+    return {role: ", ".join(sorted({devices[r] for r in plan.ranks(role)})) for role in ("sim", "infer", "learn")}

@@ -20,7 +20,7 @@ from dvla_hpc.memory.layouts import H, SlabKind, stamp  # noqa: E402
 from dvla_hpc.memory.slab_pool import SlabLayout, SlabPool  # noqa: E402
 from dvla_hpc.planes.data_pump import DataPump  # noqa: E402
 from dvla_hpc.planes.torch_plane import init_torch_plane  # noqa: E402
-from dvla_hpc.planes.transport import TorchTransport  # noqa: E402
+from dvla_hpc.planes.torch_transport import TorchTransport  # noqa: E402
 
 world = MPI.COMM_WORLD
 rank = world.Get_rank()
