@@ -73,3 +73,19 @@ def test_a_sampler_waits_for_versions_and_completes_every_group_it_starts():
     assert sorted(g - 5 * GROUP_KEY_STRIDE for g in seen) == [0, 1, 2]
     assert all(len(envs) == 2 for envs in seen.values())  # every started group got both members
     assert len(set(np.concatenate([list(e) for e in seen.values()]))) >= 2
+
+
+def test_more_samplers_than_groups_per_update_take_turns():
+    """60 samplers, 8 groups an update, 2 ahead: 16 groups may be in flight, not one per sampler."""
+    flows = [FlowControl(groups_per_update=8, samplers=60, learners=1, ahead=2, sampler=s) for s in range(60)]
+    assert sum(flow.allows(1) for flow in flows) == 16
+    assert not any(flow.allows(2) for flow in flows)
+    for flow in flows:
+        flow.observe(6)  # 64 groups: every sampler its first, the first four their second
+    assert all(flow.allows(1) for flow in flows)
+    assert [s for s, flow in enumerate(flows) if flow.allows(2)] == [0, 1, 2, 3]
+
+
+def test_every_learner_can_get_a_group_from_every_sampler():
+    flows = [FlowControl(groups_per_update=2, samplers=10, learners=3, ahead=1, sampler=s) for s in range(10)]
+    assert all(flow.allows(2) for flow in flows)  # the spares: a sampler's groups 1..learners-1

@@ -7,7 +7,7 @@ import pytest
 
 from dvla_hpc.envs.tabletop import TabletopReachEnv
 from dvla_hpc.envs.vector import VectorEnv
-from dvla_hpc.envs.vector_runner import EnvStepError
+from dvla_hpc.envs.vector_runner import MAX_CONSECUTIVE_FAULTS, EnvStepError
 
 SMALL = {"image_size": 32}
 FIELDS = ("image", "proprio", "task_index", "reward", "done", "success", "failed", "episode_step", "env_steps")
@@ -149,16 +149,33 @@ def test_worker_that_crashes_again_while_recovering_gives_up():
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_exception_in_env_code_surfaces_naming_the_env(num_workers):
-    kwargs = {**SMALL, "fault": "raise", "fault_step": 1, "fault_seed": 22}
+@pytest.mark.parametrize("fault", ["raise", "nan", "shape"])
+def test_a_faulty_step_loses_only_its_episode(num_workers, fault):
+    kwargs = {**SMALL, "fault": fault, "fault_step": 1, "fault_seed": 22}
     with VectorEnv("debug_faulty", kwargs, 4, num_workers) as vec:
         vec.reset_async(np.arange(4), np.array([20, 21, 22, 23]))
         vec.wait()
-        with pytest.raises(EnvStepError, match=r"env 2 \((worker 0|inline)\) raised: FaultInjected") as info:
-            vec.step_async(np.arange(4), np.zeros((4, 2)), np.zeros(4, np.int64))
-            vec.wait()
-        assert info.value.env_id == 2 and "seed 22" in str(info.value)
-        assert vec.worker_restarts == 0
+        vec.step_async(np.arange(4), np.zeros((4, 2)), np.array([30, 31, 32, 33]))
+        vec.wait()
+        assert vec.failed.tolist() == [False, False, True, False]
+        assert vec.done[2] and vec.episode_step[2] == 0  # reset with seed 32: a fresh episode
+        assert np.isfinite(vec.proprio).all()
+        vec.step_async(np.arange(4), np.zeros((4, 2)), np.zeros(4, np.int64))
+        vec.wait()
+        assert not vec.failed.any() and vec.worker_restarts == 0
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_an_env_whose_episodes_keep_faulting_surfaces_naming_it(num_workers):
+    kwargs = {**SMALL, "fault": "raise", "fault_step": 1, "fault_seed": None}
+    with VectorEnv("debug_faulty", kwargs, 2, num_workers) as vec:
+        vec.reset_async(np.arange(2), np.array([20, 21]))
+        vec.wait()
+        with pytest.raises(EnvStepError, match=r"env 0 \((worker 0|inline)\) raised: FaultInjected") as info:
+            for _ in range(MAX_CONSECUTIVE_FAULTS):
+                vec.step_async(np.arange(2), np.zeros((2, 2)), np.arange(2))
+                vec.wait()
+        assert info.value.env_id == 0 and vec.worker_restarts == 0
 
 
 def test_close_unlinks_shared_memory_and_stops_workers():

@@ -1,8 +1,10 @@
-"""Benchmark: faults done to jobs, counted. A hung rank of each role (SIGSTOP), a killed rank of
-each role (SIGKILL) followed by a resume, and the whole job SIGKILLed at random moments, each
-kill followed by `--resume DIR`.
+"""Benchmark: faults done to jobs, counted. Env faults of every kind in one run each (a share of
+the episodes crash, hang, stall, raise, or return NaN or misshapen observations), a hung rank of
+each role (SIGSTOP), a killed rank of each role (SIGKILL) followed by a resume, and the whole job
+SIGKILLed at random moments, each kill followed by `--resume DIR`.
 
     python -m dvla_hpc.bench faults [--out bench_out/faults] [--kills 10] [--ranks 3]
+                                    [--env-rate 0.4] [--env-steps 2500] [--only env,hung,killed,whole_job]
 
 Prints one line per fault and writes JSON; exit code 1 if any fault was not survived."""
 from __future__ import annotations
@@ -14,9 +16,25 @@ import sys
 from pathlib import Path
 
 from dvla_hpc.bench import job_faults
+from dvla_hpc.bench.env_faults import KINDS, env_fault_run
 from dvla_hpc.bench.runs import write_results
 
 ROLES = ("sim", "infer", "learn")
+PARTS = ("env", "hung", "killed", "whole_job")
+
+
+def env_faults(out: Path, rate: float, env_steps: int) -> list[dict]:
+    found = []
+    for kind in KINDS:
+        result = env_fault_run(out / f"env_{kind}", kind, rate, env_steps)
+        found.append(result)
+        if result["exit_code"] != 0:
+            print(f"env {kind:<6}: the run failed:\n{result['error']}", flush=True)
+            continue
+        print(f"env {kind:<6}: {result['failed_episodes']} of {result['episodes']} episodes lost "
+              f"({result['worker_restarts']} worker restarts); {result['recorded']} recorded, "
+              f"{result['corrupted']} corrupted; success last {result['success_rate_last']:.2f}", flush=True)
+    return found
 
 
 def hung_ranks(out: Path, ranks: int, timeout_s: float) -> list[dict]:
@@ -72,21 +90,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--heartbeat-timeout", type=float, default=6.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--env-rate", type=float, default=0.4, help="share of episodes that fault")
+    parser.add_argument("--env-steps", type=int, default=2500, help="env steps of each env-fault run")
+    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {PARTS}")
     args = parser.parse_args(argv)
+    parts = args.only.split(",")
+    if unknown := sorted(set(parts) - set(PARTS)):
+        print(f"--only: unknown parts {unknown}; parts are {', '.join(PARTS)}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = {"hung": hung_ranks(out, args.ranks, args.heartbeat_timeout),
-               "killed": killed_ranks(out, args.ranks), "whole_job": []}
-    for ranks in (1, args.ranks):
-        print(f"whole job of {ranks} rank(s) SIGKILLed {args.kills} times, each followed by --resume:")
-        results["whole_job"].append(whole_job_kills(out, ranks, args.kills, args.seed))
-    counts = {kind: f"{sum(r['survived'] for r in results[kind])}/{len(results[kind])}"
-              for kind in ("hung", "killed", "whole_job")}
+    results: dict = {}
+    if "env" in parts:
+        results["env"] = env_faults(out, args.env_rate, args.env_steps)
+    if "hung" in parts:
+        results["hung"] = hung_ranks(out, args.ranks, args.heartbeat_timeout)
+    if "killed" in parts:
+        results["killed"] = killed_ranks(out, args.ranks)
+    if "whole_job" in parts:
+        results["whole_job"] = []
+        for ranks in (1, args.ranks):
+            print(f"whole job of {ranks} rank(s) SIGKILLed {args.kills} times, each followed by --resume:")
+            results["whole_job"].append(whole_job_kills(out, ranks, args.kills, args.seed))
+    counts = {part: f"{sum(r['survived'] for r in results[part])}/{len(results[part])}" for part in results}
     results["survived"] = counts
-    print(f"\nsurvived: hung ranks {counts['hung']}, killed ranks {counts['killed']}, "
-          f"whole-job kill campaigns {counts['whole_job']} ({args.kills} kills each)")
-    write_results(out / "results.json", results)
-    return 0 if all(r["survived"] for kind in ("hung", "killed", "whole_job") for r in results[kind]) else 1
+    print(f"\nsurvived: {', '.join(f'{part} {count}' for part, count in counts.items())}")
+    write_results(out / f"results_{'_'.join(parts)}.json", results)
+    return 0 if all(r["survived"] for part in counts for r in results[part]) else 1
 
 
 if __name__ == "__main__":

@@ -150,12 +150,13 @@ def signal_rank(out: Path, ranks: int, role: str, sig: signal.Signals, timeout_s
 
 
 def kill_and_resume(out: Path, ranks: int, kills: int, seed: int, final_steps: int = 600,
-                    max_delay_s: float = 8.0) -> list[dict]:
+                    max_delay_s: float | None = None) -> list[dict]:
     """SIGKILL the whole job `kills` times at random moments (the first once a checkpoint exists,
     the others anywhere from start-up on), resuming each time with `--resume DIR` alone; the last
     resume runs `final_steps` env steps past its checkpoint and finishes. Each leg records what the
     files held after it (every one read back)."""
     rng = random.Random(seed)
+    max_delay_s = max_delay_s or (8.0 if ranks == 1 else 16.0)  # an MPI job takes ~8 s to start here
     endless = "run.total_env_steps=100000000"
     legs = []
     for leg in range(kills + 1):

@@ -52,9 +52,10 @@ class EnvConfig:
         "(the consumers flow control waits on) run first; 0 = the sampler's own")))
     step_timeout_s: float = field(default=30.0, metadata=bounds(0.1))
     shaped_reward: bool = True
-    fault: Literal["none", "crash", "hang", "slow", "raise"] = field(
+    fault: Literal["none", "crash", "hang", "slow", "raise", "nan", "shape"] = field(
         default="none", metadata=bounds(doc="fault injection; needs env.name=debug_faulty"))
     fault_step: int = field(default=1, metadata=bounds(0))
+    fault_rate: float = field(default=1.0, metadata=bounds(0.0, 1.0, doc="share of episodes that fault"))
     gym_id: str = field(
         default="Reacher-v5", metadata=bounds(doc="gymnasium id; used when env.name=gymnasium"))
     observation: Literal["pixels", "state"] = field(

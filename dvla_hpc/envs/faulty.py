@@ -1,14 +1,17 @@
-"""Test-only env: tabletop_reach that crashes, hangs, raises or stalls on cue, to exercise fault handling.
+"""Test-only env: tabletop_reach that crashes, hangs, raises, stalls or returns a bad observation
+(NaN proprio, a misshapen image) on cue, to exercise fault handling.
 
-The fault fires when the episode's reset seed equals fault_seed (any seed if None) and the episode
-has taken fault_step steps (0 means during reset). A worker restarted after a fault resets its envs
-with fresh seeds, so one configured fault fires once per matching episode, not forever.
+The fault fires when the episode's reset seed equals fault_seed (any seed if None), the seed falls
+in the `fault_rate` share of seeds that fault (a hash of the seed decides, so a rerun faults alike),
+and the episode has taken fault_step steps (0 means during reset). A worker restarted after a
+fault resets its envs with fresh seeds, so one configured fault fires once per matching episode.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
 import time
+import zlib
 
 import numpy as np
 
@@ -16,8 +19,8 @@ from dvla_hpc.envs.protocol import EnvSpec, Observation, StepResult
 from dvla_hpc.envs.tabletop import TabletopReachEnv
 
 ENV_NAME = "debug_faulty"
-FAULT_KINDS = ("none", "crash", "hang", "slow", "raise")
-FAULT_KWARGS = ("fault", "fault_step", "fault_seed", "fault_seconds")
+FAULT_KINDS = ("none", "crash", "hang", "slow", "raise", "nan", "shape")
+FAULT_KWARGS = ("fault", "fault_step", "fault_seed", "fault_seconds", "fault_rate")
 CRASH_EXIT_CODE = 17
 
 
@@ -32,10 +35,14 @@ class FaultyEnv:
         fault_step: int = 1,
         fault_seed: int | None = None,
         fault_seconds: float | None = None,  # sleep length; default 3600 for 'hang', 0.5 for 'slow'
+        fault_rate: float = 1.0,
         **tabletop_kwargs: object,
     ) -> None:
         _validate(fault, fault_step, fault_seed, fault_seconds)
+        if not 0.0 <= fault_rate <= 1.0:
+            raise ValueError(f"debug_faulty: fault_rate must be in [0, 1], got {fault_rate!r}")
         self._fault = fault
+        self._fault_rate = fault_rate
         self._fault_step = fault_step
         self._fault_seed = fault_seed
         default_seconds = 3600.0 if fault == "hang" else 0.5
@@ -47,7 +54,8 @@ class FaultyEnv:
 
     @staticmethod
     def spec_for(fault: str = "none", fault_step: int = 1, fault_seed: int | None = None,
-                 fault_seconds: float | None = None, **tabletop_kwargs: object) -> EnvSpec:
+                 fault_seconds: float | None = None, fault_rate: float = 1.0,
+                 **tabletop_kwargs: object) -> EnvSpec:
         _validate(fault, fault_step, fault_seed, fault_seconds)
         return _renamed(TabletopReachEnv.spec_for(**tabletop_kwargs))
 
@@ -59,7 +67,12 @@ class FaultyEnv:
     def step(self, action: np.ndarray) -> StepResult:
         self._steps += 1
         self._maybe_fault()
-        return self._inner.step(action)
+        result = self._inner.step(action)
+        if self._fires() and self._fault == "nan":
+            result.observation.proprio = np.full_like(result.observation.proprio, np.nan)
+        if self._fires() and self._fault == "shape":
+            result.observation.image = result.observation.image[..., :1, :]
+        return result
 
     def oracle_action(self) -> np.ndarray:
         return self._inner.oracle_action()
@@ -67,10 +80,16 @@ class FaultyEnv:
     def close(self) -> None:
         self._inner.close()
 
-    def _maybe_fault(self) -> None:
+    def _fires(self) -> bool:
         if self._fault == "none" or self._steps != self._fault_step:
-            return
+            return False
         if self._fault_seed is not None and self._seed != self._fault_seed:
+            return False
+        share = zlib.crc32(self._seed.to_bytes(8, "little", signed=True)) / 2**32
+        return share < self._fault_rate
+
+    def _maybe_fault(self) -> None:
+        if not self._fires() or self._fault in ("nan", "shape"):
             return
         if self._fault == "crash":
             os._exit(CRASH_EXIT_CODE)

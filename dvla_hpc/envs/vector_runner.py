@@ -1,6 +1,10 @@
 """Applies batches of per-env operations to local envs and writes the results into EnvBuffers.
 
 Shared by VectorEnv's inline mode and its worker processes, so both give identical results.
+An env that raises during a step, or returns an observation that is not what its spec says (wrong
+shape or dtype, NaN or infinite values), loses that episode only: it comes back done and failed,
+already reset. An env whose episodes fault MAX_CONSECUTIVE_FAULTS times in a row, or whose reset
+fails, is broken: that raises EnvStepError, which ends the job naming the env.
 """
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import numpy as np
 from dvla_hpc.envs.protocol import Env, Observation
 from dvla_hpc.envs.vector_buffers import EnvBuffers
 from dvla_hpc.envs.vector_wire import OP_FAILED_RESET, OP_RESET, OP_STEP
+
+MAX_CONSECUTIVE_FAULTS = 3
 
 
 class EnvStepError(RuntimeError):
@@ -27,6 +33,8 @@ class EnvRunner:
         self._envs = envs
         self._buffers = buffers
         self._worker_index = worker_index
+        self._faulted_in_a_row: dict[int, int] = {}
+        self.faults = 0  # episodes lost to env faults
 
     def add_env(self, env_id: int, env: Env) -> None:
         self._envs[env_id] = env
@@ -36,17 +44,33 @@ class EnvRunner:
             try:
                 self._apply(env_id, op, seed, action)
             except Exception as exc:
-                raise EnvStepError(self._worker_index, env_id, f"{type(exc).__name__}: {exc}") from exc
+                if op != OP_STEP or self._faulted_in_a_row.get(env_id, 0) + 1 >= MAX_CONSECUTIVE_FAULTS:
+                    raise EnvStepError(self._worker_index, env_id, f"{type(exc).__name__}: {exc}") from exc
+                self._faulted_in_a_row[env_id] = self._faulted_in_a_row.get(env_id, 0) + 1
+                self.faults += 1
+                self._lose_episode(env_id, seed, exc)
 
     def close(self) -> None:
         for env in self._envs.values():
             env.close()
         self._envs = {}
 
+    def _lose_episode(self, env_id: int, seed: int, exc: Exception) -> None:
+        """The faulted episode ends failed; the env starts the next one (a reset that fails too
+        means the env is broken)."""
+        try:
+            self._apply(env_id, OP_FAILED_RESET, seed, None)
+        except Exception as again:
+            raise EnvStepError(self._worker_index, env_id, f"{type(exc).__name__}: {exc}; then its reset "
+                                                           f"failed: {type(again).__name__}: {again}") from again
+
     def _apply(self, env_id: int, op: int, seed: int, action: np.ndarray) -> None:
         env, out = self._envs[env_id], self._buffers
         if op == OP_STEP:
             result = env.step(action)
+            self._check(result.observation)
+            if result.done:
+                self._faulted_in_a_row[env_id] = 0
             out.reward[env_id], out.done[env_id] = result.reward, result.done
             out.success[env_id] = result.success
             out.failed[env_id] = False
@@ -64,11 +88,20 @@ class EnvRunner:
         else:
             raise ValueError(f"unknown op code {op}")
 
+    def _check(self, observation: Observation) -> None:
+        out = self._buffers
+        image, proprio = np.asarray(observation.image), np.asarray(observation.proprio)
+        if image.shape != out.image.shape[1:] or image.dtype != out.image.dtype:
+            raise ValueError(f"env returned an image of shape {image.shape} {image.dtype}, "
+                             f"its spec says {out.image.shape[1:]} {out.image.dtype}")
+        if proprio.shape != out.proprio.shape[1:]:
+            raise ValueError(f"env returned proprio of shape {proprio.shape}, its spec says {out.proprio.shape[1:]}")
+        if not np.isfinite(proprio).all():
+            raise ValueError(f"env returned non-finite proprio {proprio}")
+
     def _write_observation(self, env_id: int, observation: Observation, episode_step: int) -> None:
         out = self._buffers
-        if observation.image.shape != out.image.shape[1:]:
-            raise ValueError(f"env returned an image of shape {observation.image.shape}, "
-                             f"its spec says {out.image.shape[1:]}")
+        self._check(observation)
         out.image[env_id] = observation.image
         out.proprio[env_id] = observation.proprio
         out.task_index[env_id] = observation.task_index

@@ -25,6 +25,7 @@ class RunProgress:
         self.failed_episodes = 0
         self.successes: list[bool] = []
         self.updates = 0
+        self.empty_updates = 0  # updates whose every episode failed or was stale: nothing trained
         self.samples_trained = 0
         self.dropped_stale = 0
         self.lag_sum = 0.0
@@ -146,9 +147,13 @@ class LearnLane(Lane):
         if agreed.stop:
             self.left_group = True
             return False
-        if stats is None:
-            return True
         p = self.progress
+        if stats is None:
+            self.learner.pass_over()
+            p.empty_updates += 1
+            if self.publish is not None and self.learner.version % self.publish_every == 0:
+                self.publish(self.learner.version)
+            return True
         p.updates += 1
         p.samples_trained += int(agreed.totals["samples"])
         p.dropped_stale += int(agreed.totals["dropped_stale"])

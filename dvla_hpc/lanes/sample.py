@@ -64,24 +64,32 @@ def learner_for_group(group: int, learners: int) -> int:
 class FlowControl:
     """Async mode: samplers run only as far ahead of the learners as they can train fresh.
 
-    Each published version means the learners consumed `groups_per_update` groups, so a sampler
-    that knows version v may have started at most ceil((v + ahead) * groups_per_update / samplers)
-    + (learners - 1) groups; an env whose next episode would open a group beyond that is parked
-    until a newer version is announced. A group once started always completes (its later members
-    never wait), and the learners - 1 spare groups keep every learner's round-robin share whole,
-    so the learners always get the groups their next update needs: the throttle cannot deadlock."""
+    Each published version means the learners consumed `groups_per_update` groups. The groups
+    of all samplers are numbered round-robin (sampler s's n-th group is number (n - 1) * samplers
+    + s), and once version v is known the first (v + ahead) * groups_per_update of them, plus
+    (learners - 1) * samplers spares, may start; an env whose next episode would open a group
+    beyond that is parked until a newer version is announced. So the groups in flight stay within
+    `ahead` updates' worth however many samplers there are (more samplers than groups per update
+    take turns). A group once started always completes (its later members never wait), and the
+    spares give every sampler a group for each learner's round-robin share, so the learners
+    always get the groups their next update needs: the throttle cannot deadlock."""
 
-    def __init__(self, groups_per_update: int, samplers: int, learners: int, ahead: int, version: int = 0):
+    def __init__(self, groups_per_update: int, samplers: int, learners: int, ahead: int, version: int = 0,
+                 sampler: int = 0):
+        if not 0 <= sampler < samplers:
+            raise ValueError(f"flow control: sampler index {sampler} outside 0..{samplers - 1}")
         self.groups_per_update, self.samplers, self.learners = groups_per_update, samplers, learners
-        self.ahead = ahead
+        self.ahead, self.sampler = ahead, sampler
         self.version = version
 
     def observe(self, version: int) -> None:
         self.version = max(self.version, version)
 
     def allows(self, groups: int) -> bool:
-        per_sampler = -(-(self.version + self.ahead) * self.groups_per_update // self.samplers)
-        return groups <= per_sampler + self.learners - 1
+        """Whether this sampler may have started `groups` groups."""
+        number = (groups - 1) * self.samplers + self.sampler
+        window = (self.version + self.ahead) * self.groups_per_update
+        return number < window + (self.learners - 1) * self.samplers
 
 
 class EpisodeBudget:

@@ -126,6 +126,11 @@ class GRPOLearner:
         per_episode = outcome_advantages([float(r.sum()) for r in rewards])
         return [torch.full_like(r, a) for r, a in zip(rewards, per_episode)]
 
+    def pass_over(self) -> None:
+        """Nothing to train (every episode of the update failed or was too stale): a new version
+        with the weights unchanged, since flow control counts versions to let samplers go on."""
+        self.version += 1
+
     def optimize(self, loaded: LoadedUpdate, agreed: Agreement) -> UpdateStats | None:
         """`epochs` passes over the samples of all replicas together in minibatches of about
         `learn.minibatch_size`: every replica takes the same number of steps, each step's share

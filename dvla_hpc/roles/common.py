@@ -123,7 +123,7 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane],
             ctx.control.post(root, Message(Kind.STOP_REQUEST, ctx.rank))
             asked = True
         pulse.beat()
-        time.sleep(0.02)
+        time.sleep(0.05)
     ctx.stop.set()
     for lane in lanes:
         lane.join(timeout=30)

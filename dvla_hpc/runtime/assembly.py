@@ -91,13 +91,15 @@ def local_ports(bp: Blueprint) -> tuple[SimPorts, InferPorts, LearnPorts]:
     return sim, infer, LearnPorts(episodes, episode_q)
 
 
-def flow_control(bp: Blueprint, samplers: int, learners: int, version: int = 0) -> FlowControl | None:
-    """Async mode's throttle of the samplers (None: sync mode, or pipeline.flow_versions_ahead=0)."""
+def flow_control(bp: Blueprint, samplers: int, learners: int, version: int = 0,
+                 sampler: int = 0) -> FlowControl | None:
+    """Async mode's throttle of sampler number `sampler` of `samplers` (None: sync mode, or
+    pipeline.flow_versions_ahead=0)."""
     cfg = bp.cfg
     if cfg.run.mode == "sync" or cfg.pipeline.flow_versions_ahead == 0:
         return None
     return FlowControl(cfg.learn.groups_per_update, samplers, learners, cfg.pipeline.flow_versions_ahead,
-                       version)
+                       version, sampler)
 
 
 def sim_lanes(bp: Blueprint, sampler_id: int, samplers: int, ports: SimPorts, sig: Signals,

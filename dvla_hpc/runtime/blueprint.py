@@ -34,7 +34,7 @@ def env_kwargs(cfg: Config) -> dict:
     else:
         kwargs = {"image_size": env.image_size, "shaped_reward": env.shaped_reward}
         if env.name == "debug_faulty":
-            kwargs.update(fault=env.fault, fault_step=env.fault_step)
+            kwargs.update(fault=env.fault, fault_step=env.fault_step, fault_rate=env.fault_rate)
     if env.max_episode_steps:
         kwargs["max_episode_steps"] = env.max_episode_steps
     if cfg.model.action_chunk > 1:

@@ -34,6 +34,7 @@ def build_summary(progress: RunProgress, wall_seconds: float, lanes: dict, *, mo
         "env_steps_per_second": round(progress.env_steps / max(wall_seconds, 1e-9), 2),
         "episodes": progress.episodes,
         "failed_episodes": progress.failed_episodes,
+        "updates_without_samples": progress.empty_updates,
         "success_rate_first": window_rate(progress.successes, first=True),
         "success_rate_last": window_rate(progress.successes, first=False),
         "updates": progress.updates,
