@@ -4,7 +4,8 @@ each role (SIGSTOP), a killed rank of each role (SIGKILL) followed by a resume, 
 SIGKILLed at random moments, each kill followed by `--resume DIR`.
 
     python -m dvla_hpc.bench faults [--out bench_out/faults] [--kills 10] [--ranks 3]
-                                    [--env-rate 0.4] [--env-steps 2500] [--only env,hung,killed,whole_job]
+                                    [--env-rate 0.3] [--env-steps 5000] [--env-kinds crash,hang,...]
+                                    [--only env,hung,killed,whole_job]
 
 Prints one line per fault and writes JSON; exit code 1 if any fault was not survived."""
 from __future__ import annotations
@@ -23,9 +24,9 @@ ROLES = ("sim", "infer", "learn")
 PARTS = ("env", "hung", "killed", "whole_job")
 
 
-def env_faults(out: Path, rate: float, env_steps: int) -> list[dict]:
+def env_faults(out: Path, rate: float, env_steps: int, kinds: list[str]) -> list[dict]:
     found = []
-    for kind in KINDS:
+    for kind in kinds:
         result = env_fault_run(out / f"env_{kind}", kind, rate, env_steps)
         found.append(result)
         if result["exit_code"] != 0:
@@ -90,19 +91,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--heartbeat-timeout", type=float, default=6.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--env-rate", type=float, default=0.4, help="share of episodes that fault")
-    parser.add_argument("--env-steps", type=int, default=2500, help="env steps of each env-fault run")
+    parser.add_argument("--env-rate", type=float, default=0.3, help="share of episodes that fault")
+    parser.add_argument("--env-steps", type=int, default=5000, help="env steps of each env-fault run")
+    parser.add_argument("--env-kinds", default=",".join(KINDS), help=f"comma-separated env faults of {KINDS}")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {PARTS}")
     args = parser.parse_args(argv)
-    parts = args.only.split(",")
-    if unknown := sorted(set(parts) - set(PARTS)):
-        print(f"--only: unknown parts {unknown}; parts are {', '.join(PARTS)}", file=sys.stderr)
-        return 2
+    parts, kinds = args.only.split(","), args.env_kinds.split(",")
+    for flag, given, known in (("--only", parts, PARTS), ("--env-kinds", kinds, KINDS)):
+        if unknown := sorted(set(given) - set(known)):
+            print(f"{flag}: unknown {unknown}; choose from {', '.join(known)}", file=sys.stderr)
+            return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     if "env" in parts:
-        results["env"] = env_faults(out, args.env_rate, args.env_steps)
+        results["env"] = env_faults(out, args.env_rate, args.env_steps, kinds)
     if "hung" in parts:
         results["hung"] = hung_ranks(out, args.ranks, args.heartbeat_timeout)
     if "killed" in parts:
@@ -115,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = {part: f"{sum(r['survived'] for r in results[part])}/{len(results[part])}" for part in results}
     results["survived"] = counts
     print(f"\nsurvived: {', '.join(f'{part} {count}' for part, count in counts.items())}")
-    write_results(out / f"results_{'_'.join(parts)}.json", results)
+    label = "_".join(parts + (kinds if "env" in parts and kinds != list(KINDS) else []))
+    write_results(out / f"results_{label}.json", results)
     return 0 if all(r["survived"] for part in counts for r in results[part]) else 1
 
 

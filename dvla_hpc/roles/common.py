@@ -52,9 +52,6 @@ class RankContext:
     def role(self) -> str:
         return self.plan.roles[self.rank]
 
-    def pulse(self) -> "Pulse":
-        return Pulse(self)
-
 
 class Pulse:
     """This rank's heartbeats and its watch over its neighbours in the watch tree (parent and
@@ -106,7 +103,7 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane],
     message to `hear`), then join the lanes, send each lane's report and the rank's report, and
     say FINISHED. A neighbour silent for `run.heartbeat_timeout_s` ends the job (RankSilent)."""
     root = ctx.plan.learner_root
-    pulse = ctx.pulse()
+    pulse = Pulse(ctx)
     asked = False
     while True:
         raise_if_failed(lanes, ctx.failed)

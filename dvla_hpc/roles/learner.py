@@ -13,7 +13,7 @@ from dvla_hpc.learn.replicas import LearnerReplicas
 from dvla_hpc.memory.layouts import SlabKind
 from dvla_hpc.output.metrics_log import MetricsLog
 from dvla_hpc.planes.control import Kind, Message
-from dvla_hpc.roles.common import EPISODE_TAG, RankContext, follow_until_stop, raise_if_failed
+from dvla_hpc.roles.common import EPISODE_TAG, Pulse, RankContext, follow_until_stop, raise_if_failed
 from dvla_hpc.roles.root_inbox import RootInbox
 from dvla_hpc.roles.transports import episode_transport
 from dvla_hpc.roles.tree import distribution_tree, wire_device
@@ -105,7 +105,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
 def lead(ctx: RankContext, learn, lanes: list[Lane], metrics: MetricsLog, inbox: RootInbox,
          started: float):
     """Supervise the run; beat to the watch tree's top and end the job if a neighbour falls silent."""
-    pulse = ctx.pulse()
+    pulse = Pulse(ctx)
 
     def keep_going() -> bool:
         raise_if_failed(lanes, ctx.failed)
