@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
-import psutil
 
-from dvla_hpc.bench.runs import BENCH_ENV, mpiexec
+from dvla_hpc.bench.runs import BENCH_ENV, mpiexec, rank_processes
 from dvla_hpc.output.checkpoint import latest_checkpoint, load_checkpoint
 from dvla_hpc.output.metrics_log import read_metrics
 from dvla_hpc.output.trajectory_reader import iter_episodes, trajectory_files
@@ -38,19 +37,7 @@ class Job:
         """World rank -> pid of each rank's Python process (its env workers are its children)."""
         if self.ranks == 1:
             return {0: self.proc.pid}
-        found = {}
-        for child in psutil.Process(self.proc.pid).children(recursive=True):
-            try:
-                if "dvla_hpc.main" not in " ".join(child.cmdline()):
-                    continue
-                if not psutil.Process(child.ppid()).name().startswith("hydra"):
-                    continue  # an env worker: its parent is a rank, not the launcher's proxy
-                environ = child.environ()
-            except psutil.Error:
-                continue
-            if "PMI_RANK" in environ:
-                found[int(environ["PMI_RANK"])] = child.pid
-        return found
+        return {rank: proc.pid for rank, proc in rank_processes(self.proc.pid).items()}
 
     def wait(self, timeout_s: float) -> float | None:
         """Seconds until the job ended, or None (then it is killed) if it outlived timeout_s."""

@@ -9,12 +9,27 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 BENCH_ENV = {"MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"}
 
 
 def mpiexec() -> str:
     local = Path(sys.executable).with_name("mpiexec")
     return str(local) if local.exists() else "mpiexec"
+
+
+def rank_processes(launcher_pid: int) -> dict[int, psutil.Process]:
+    """World rank -> the Python process of each rank of an mpiexec job (found by the PMI_RANK the
+    launcher's proxy gave it; a rank's env workers are its children, not the proxy's)."""
+    found = {}
+    for child in psutil.Process(launcher_pid).children(recursive=True):
+        try:
+            if "dvla_hpc.main" in " ".join(child.cmdline()) and child.parent().name().startswith("hydra"):
+                found[int(child.environ()["PMI_RANK"])] = child
+        except (psutil.Error, KeyError, ValueError):
+            continue
+    return found
 
 
 def run_main(label: str, prefix: list[str], args: list[str], run_dir: Path, timeout_s: float) -> dict:

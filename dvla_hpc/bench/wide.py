@@ -19,23 +19,11 @@ from pathlib import Path
 
 import psutil
 
-from dvla_hpc.bench.runs import BENCH_ENV, mpiexec, write_results
+from dvla_hpc.bench.runs import BENCH_ENV, mpiexec, rank_processes, write_results
 from dvla_hpc.config.loader import load_config
 from dvla_hpc.runtime.topology import plan_layout
 
 MIB = 2**20
-
-
-def rank_processes(launcher: psutil.Process) -> dict[int, psutil.Process]:
-    """World rank -> its Python process (found by the PMI_RANK the launcher gave it)."""
-    found = {}
-    for child in launcher.children(recursive=True):
-        try:
-            if "dvla_hpc.main" in " ".join(child.cmdline()) and child.parent().name().startswith("hydra"):
-                found[int(child.environ()["PMI_RANK"])] = child
-        except (psutil.Error, KeyError, ValueError):
-            continue
-    return found
 
 
 def pss_mib(process: psutil.Process) -> float:
@@ -86,7 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     log = open(out / f"run{args.ranks}.log", "w")
     began = time.monotonic()
     job = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **BENCH_ENV})
-    launcher = psutil.Process(job.pid)
     started_s = None
     pss: dict[int, list[float]] = defaultdict(list)
     cpu_at_start: dict[int, float] = {}
@@ -98,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if started_s is None and (run_dir / "metrics.jsonl").exists():
             started_s = time.monotonic() - began  # the root's lanes run: every rank is past set-up
         if started_s is not None:
-            for rank, proc in rank_processes(launcher).items():
+            for rank, proc in rank_processes(job.pid).items():
                 pss[rank].append(pss_mib(proc))
                 seconds = cpu_seconds(proc)
                 cpu_at_start.setdefault(rank, seconds)

@@ -34,7 +34,6 @@ class EnvRunner:
         self._buffers = buffers
         self._worker_index = worker_index
         self._faulted_in_a_row: dict[int, int] = {}
-        self.faults = 0  # episodes lost to env faults
 
     def add_env(self, env_id: int, env: Env) -> None:
         self._envs[env_id] = env
@@ -47,7 +46,6 @@ class EnvRunner:
                 if op != OP_STEP or self._faulted_in_a_row.get(env_id, 0) + 1 >= MAX_CONSECUTIVE_FAULTS:
                     raise EnvStepError(self._worker_index, env_id, f"{type(exc).__name__}: {exc}") from exc
                 self._faulted_in_a_row[env_id] = self._faulted_in_a_row.get(env_id, 0) + 1
-                self.faults += 1
                 self._lose_episode(env_id, seed, exc)
 
     def close(self) -> None:
