@@ -20,8 +20,8 @@ from pathlib import Path
 import psutil
 
 from dvla_hpc.bench.runs import BENCH_ENV, mpiexec, rank_processes, write_results
-from dvla_hpc.config.loader import load_config
-from dvla_hpc.runtime.topology import plan_layout
+from dvla_hpc.config.loader import ConfigError, load_config
+from dvla_hpc.runtime.topology import LayoutError, plan_layout
 
 MIB = 2**20
 
@@ -67,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     run_dir = out / f"run{args.ranks}"
     subprocess.run(["rm", "-rf", str(run_dir)], check=True)
-    roles = roles_of(args.ranks, load_config(args.config, args.overrides))
+    try:
+        roles = roles_of(args.ranks, load_config(args.config, args.overrides))
+    except (ConfigError, LayoutError) as err:
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        return 2
     cmd = [mpiexec(), "-n", str(args.ranks), sys.executable, "-m", "dvla_hpc.main", "--config", args.config,
            "--out", str(run_dir), "run.progress_bar=false", *args.overrides]
     print(" ".join(cmd), flush=True)
