@@ -16,7 +16,7 @@ from dvla_hpc.bench.runs import BENCH_ENV
 from dvla_hpc.output.trajectory_reader import iter_episodes
 
 KINDS = ("crash", "hang", "slow", "raise", "nan", "shape")
-SETTINGS = ["env.envs_per_sampler=4", "env.workers_per_sampler=2", "env.step_timeout_s=1.0",
+SETTINGS = ["env.envs_per_sampler=4", "env.workers_per_sampler=2", "env.step_timeout_s=2.0",
             "learn.group_size=2", "learn.groups_per_update=2", "output.record_every=1",
             "run.progress_bar=false", "env.fault_step=2", "run.checkpoint_every_s=0"]
 
