@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -31,7 +31,6 @@ class Job:
     out: Path
     ranks: int
     proc: subprocess.Popen
-    started: float = field(default_factory=time.monotonic)
 
     def rank_pids(self) -> dict[int, int]:
         """World rank -> pid of each rank's Python process (its env workers are its children)."""

@@ -61,16 +61,19 @@ class FaultyEnv:
 
     def reset(self, seed: int, task: int | None = None) -> Observation:
         self._seed, self._steps = int(seed), 0
-        self._maybe_fault()
+        if self._fires():
+            self._fault_now()
         return self._inner.reset(seed, task)
 
     def step(self, action: np.ndarray) -> StepResult:
         self._steps += 1
-        self._maybe_fault()
+        fires = self._fires()
+        if fires:
+            self._fault_now()
         result = self._inner.step(action)
-        if self._fires() and self._fault == "nan":
+        if fires and self._fault == "nan":
             result.observation.proprio = np.full_like(result.observation.proprio, np.nan)
-        if self._fires() and self._fault == "shape":
+        if fires and self._fault == "shape":
             result.observation.image = result.observation.image[..., :1, :]
         return result
 
@@ -88,8 +91,9 @@ class FaultyEnv:
         share = zlib.crc32(self._seed.to_bytes(8, "little", signed=True)) / 2**32
         return share < self._fault_rate
 
-    def _maybe_fault(self) -> None:
-        if not self._fires() or self._fault in ("nan", "shape"):
+    def _fault_now(self) -> None:
+        """The faults that strike before the step's result exists: crash, raise, hang, slow."""
+        if self._fault in ("nan", "shape"):
             return
         if self._fault == "crash":
             os._exit(CRASH_EXIT_CODE)

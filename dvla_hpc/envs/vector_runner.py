@@ -43,9 +43,10 @@ class EnvRunner:
             try:
                 self._apply(env_id, op, seed, action)
             except Exception as exc:
-                if op != OP_STEP or self._faulted_in_a_row.get(env_id, 0) + 1 >= MAX_CONSECUTIVE_FAULTS:
+                faults = self._faulted_in_a_row.get(env_id, 0) + 1
+                if op != OP_STEP or faults >= MAX_CONSECUTIVE_FAULTS:
                     raise EnvStepError(self._worker_index, env_id, f"{type(exc).__name__}: {exc}") from exc
-                self._faulted_in_a_row[env_id] = self._faulted_in_a_row.get(env_id, 0) + 1
+                self._faulted_in_a_row[env_id] = faults
                 self._lose_episode(env_id, seed, exc)
 
     def close(self) -> None:
@@ -65,8 +66,7 @@ class EnvRunner:
     def _apply(self, env_id: int, op: int, seed: int, action: np.ndarray) -> None:
         env, out = self._envs[env_id], self._buffers
         if op == OP_STEP:
-            result = env.step(action)
-            self._check(result.observation)
+            result = env.step(action)  # its observation is checked as it is written (a done step's is not used)
             if result.done:
                 self._faulted_in_a_row[env_id] = 0
             out.reward[env_id], out.done[env_id] = result.reward, result.done

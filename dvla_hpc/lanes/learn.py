@@ -131,6 +131,10 @@ class LearnLane(Lane):
             self.complete.append(members)
             del self.forming[int(ep["header"][H.GROUP])]
 
+    def publish_if_due(self) -> None:
+        if self.publish is not None and self.learner.version % self.publish_every == 0:
+            self.publish(self.learner.version)
+
     def train(self, groups: list[list[int]]) -> bool:
         """One update; False once the replicas agreed to stop. The groups' slots are retired as
         soon as their steps are in the training arena, so the pool refills while the update trains."""
@@ -151,8 +155,7 @@ class LearnLane(Lane):
         if stats is None:
             self.learner.pass_over()
             p.empty_updates += 1
-            if self.publish is not None and self.learner.version % self.publish_every == 0:
-                self.publish(self.learner.version)
+            self.publish_if_due()
             return True
         p.updates += 1
         p.samples_trained += int(agreed.totals["samples"])
@@ -160,8 +163,7 @@ class LearnLane(Lane):
         p.lag_sum += agreed.totals["lag_sum"]
         self.items += 1
         p.last_update = {"version": self.learner.version, **vars(stats)}
-        if self.publish is not None and self.learner.version % self.publish_every == 0:
-            self.publish(self.learner.version)
+        self.publish_if_due()
         if self.checkpoint is not None and self.checkpoint_schedule.due(p.updates):
             self.checkpoint()
         self.log_metrics({"kind": "update", "t": round(time.perf_counter() - self.started, 3),

@@ -53,7 +53,8 @@ class DataPathMemory:
     def host_bytes(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """Zeroed uint8 host memory: numpy's, or a pinned tensor's (the array keeps it alive)."""
         if self.pin:
-            return self.zeros(name, shape, __import__("torch").uint8).numpy()
+            import torch
+            return self.zeros(name, shape, torch.uint8).numpy()
         buffer = np.zeros(shape, dtype=np.uint8)
         self._count(name, buffer.nbytes, on_device=False)
         return buffer
