@@ -171,11 +171,13 @@ def test_an_env_whose_episodes_keep_faulting_surfaces_naming_it(num_workers):
     with VectorEnv("debug_faulty", kwargs, 2, num_workers) as vec:
         vec.reset_async(np.arange(2), np.array([20, 21]))
         vec.wait()
-        with pytest.raises(EnvStepError, match=r"env 0 \((worker 0|inline)\) raised: FaultInjected") as info:
+        with pytest.raises(EnvStepError, match=r"env (\d) \((worker \1|inline)\) raised: FaultInjected") as info:
             for _ in range(MAX_CONSECUTIVE_FAULTS):
                 vec.step_async(np.arange(2), np.zeros((2, 2)), np.arange(2))
                 vec.wait()
-        assert info.value.env_id == 0 and vec.worker_restarts == 0
+        # both envs break on the same step; with workers, whichever reports first is the one named
+        assert f"env {info.value.env_id} " in str(info.value) and vec.worker_restarts == 0
+        assert info.value.env_id == 0 or num_workers == 2
 
 
 def test_close_unlinks_shared_memory_and_stops_workers():
