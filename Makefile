@@ -16,7 +16,7 @@ endef
 $(STAMP): pyproject.toml
 	$(call venv,$(VENV),test)
 
-.PHONY: install run run-mpi test bench gpu-check gpu-wheels install-libero test-libero
+.PHONY: install run run-mpi test test-slurm bench gpu-check gpu-wheels install-libero test-libero
 install: $(STAMP)
 
 run: $(STAMP)
@@ -28,8 +28,23 @@ run-mpi: $(STAMP)
 test: $(STAMP)
 	MUJOCO_GL=egl $(VENV)/bin/python -m pytest
 
+# The job scripts under a real one-machine SLURM (jobs/local_slurm.sh): Debian's slurm-wlm and munge, as root.
+test-slurm: $(STAMP)
+	command -v slurmctld >/dev/null && command -v munged >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; }
+	DVLA_REQUIRE_SLURM=1 MUJOCO_GL=egl $(VENV)/bin/python -m pytest tests/test_job_scripts.py -k slurm
+
 bench: $(STAMP)
 	MUJOCO_GL=egl $(VENV)/bin/python -m dvla_hpc.bench quickstart
+
+# SimGrid's Python bindings for the scaling model (analysis/scaling_model; its tests skip without
+# them): Debian's python3-simgrid, as root where apt-get exists; elsewhere it says so and goes on.
+.PHONY: install-simgrid
+install-simgrid:
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get install -y -q python3-simgrid || { apt-get update -q && apt-get install -y -q python3-simgrid; } \
+		|| echo "install-simgrid: python3-simgrid not installed; the scaling-model tests will skip"; \
+	else echo "install-simgrid: no apt-get as root here; the scaling-model tests will skip"; fi
 
 # LIBERO (env.name=libero) pins mujoco<4, so it gets its own venv beside .venv.
 LIBERO_VENV := .venv-libero

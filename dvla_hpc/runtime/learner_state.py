@@ -25,7 +25,7 @@ def save_learner(learner: GRPOLearner, progress: RunProgress, run_dir: Path, cfg
     return path
 
 
-def resume_learner(learner: GRPOLearner, source: str) -> dict:
+def resume_learner(learner: GRPOLearner, source: str, announce: bool = True) -> dict:
     """Load weights, optimizer, counters and RNG from a checkpoint file or a run directory."""
     path = checkpoint_file(source, "run.resume")
     try:
@@ -39,4 +39,7 @@ def resume_learner(learner: GRPOLearner, source: str) -> dict:
     learner.optimizer.load_state_dict(ckpt.optimizer_state)
     learner.version = int(ckpt.counters["version"])
     restore_rng_state(ckpt.rng)
+    if announce:
+        print(f"resumed from {path}: policy version {learner.version}, "
+              f"{int(ckpt.counters['env_steps']):,} env steps", flush=True)
     return dict(ckpt.counters)

@@ -1,4 +1,4 @@
-"""Ctrl-C / SIGTERM become a stop request; unhandled errors end the whole MPI job, never hang it."""
+"""Ctrl-C / SIGTERM become a stop request (a second Ctrl-C stops at once); unhandled errors end the whole MPI job, never hang it."""
 from __future__ import annotations
 
 import os
@@ -24,7 +24,9 @@ class StopRequest:
 
     def _handle(self, signum, _frame) -> None:
         if self.event.is_set():
-            raise KeyboardInterrupt  # a second Ctrl-C means now
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C means now
+            return  # SLURM's SIGTERM comes twice (slurmstepd, then srun passing it on); its SIGKILL follows anyway
         self.signal_name = signal.Signals(signum).name
         self.event.set()
 
