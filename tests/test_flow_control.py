@@ -1,25 +1,103 @@
-"""Async flow control: samplers start no more groups than the learners can train fresh, resume
-when a newer version is announced, and never leave a started group incomplete."""
+"""Async flow control: samplers start no more groups than the learner root grants, the grants keep
+the untrained groups within the budget, a straggler holding groups does not hold the others back,
+and a sampler never leaves a started group incomplete."""
 from __future__ import annotations
 
 import time
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dvla_hpc.config.schema import Config
-from dvla_hpc.lanes.sample import GROUP_KEY_STRIDE, FlowControl
+from dvla_hpc.lanes.flow_credit import FlowCredit
+from dvla_hpc.lanes.sample import GROUP_KEY_STRIDE, FlowControl, learner_for_group
 from dvla_hpc.memory.layouts import H, PARKED, SlabKind, stamp
 from dvla_hpc.runtime import assembly
 from dvla_hpc.runtime.blueprint import Blueprint
 
 
-def test_credit_is_the_version_window_share_plus_one_spare_group_per_extra_learner():
-    flow = FlowControl(groups_per_update=8, samplers=3, learners=2, ahead=2)
-    assert flow.allows(7) and not flow.allows(8)  # ceil(2 * 8 / 3) = 6, + 1 spare
-    flow.observe(1)
-    assert flow.allows(9) and not flow.allows(10)  # ceil(3 * 8 / 3) = 8, + 1
-    flow.observe(0)  # versions only move forward
-    assert flow.allows(9)
+def test_a_sampler_may_start_what_it_was_granted_and_grants_only_grow():
+    flow = FlowControl()
+    assert not flow.allows(1)  # nothing before the root's first grant
+    flow.observe(3)
+    assert flow.allows(3) and not flow.allows(4)
+    flow.observe(2)  # a late, smaller grant changes nothing
+    assert flow.allows(3)
+
+
+def credit_for(samplers: int, groups: int, learners: int, ahead: int) -> FlowCredit:
+    return FlowCredit(list(range(1, samplers + 1)), groups, learners, ahead)  # sampler ids: sim ranks
+
+
+def test_more_samplers_than_groups_per_update_take_turns():
+    """60 samplers, 8 groups an update, 1 ahead: 9 groups may be untrained, not one per sampler."""
+    credit = credit_for(60, 8, 1, 1)
+    assert credit.budget == 9 and credit.granted.sum() == 9 and credit.granted.max() == 1
+    first = credit.granted.copy()
+    credit.update(first)  # every granted group trained: the next 9 go to samplers that had none
+    assert credit.held().sum() == 9 and not (credit.held() * first).any()
+
+
+def test_one_process_keeps_the_plain_window():
+    assert credit_for(1, 8, 1, 2).budget == 16
+
+
+def test_many_learners_each_hold_their_share_without_a_spare_per_sampler():
+    """512 ranks: 392 samplers, 64 learners, 3,136 groups an update (49 per learner), 2 ahead."""
+    credit = credit_for(392, 3136, 64, 2)
+    assert credit.budget == 2 * 3136 + 63  # not + 63 x 392 spare groups
+    assert credit.held_by_learner().min() >= 2 * 3136 // 64
+
+
+def test_a_straggler_keeps_what_it_holds_and_the_others_take_the_rest():
+    credit = credit_for(4, 8, 1, 1)
+    trained = np.zeros(4, dtype=np.int64)
+    for update in range(50):  # sampler 3 never delivers; every update trains 8 of the others' groups
+        for k in range(8):
+            fast = (update * 8 + k) % 3
+            assert credit.held()[fast] > 0
+            trained[fast] += 1
+            credit.update(trained)
+    assert credit.held()[3] == credit.granted[3] <= 3  # what it was granted at the start, no more
+    assert (trained[:3] >= 120).all()  # 50 updates went on without it
+    assert credit.held()[:3].sum() >= 8  # the others always hold a whole update's worth
+
+
+def test_the_slack_is_only_what_one_straggler_needs():
+    assert credit_for(2, 8, 1, 2).budget == 17  # window + 1
+    assert credit_for(4, 2, 1, 2).budget == 4  # no slack needed
+
+
+@settings(max_examples=150, deadline=None)
+@given(samplers=st.integers(1, 40), learners=st.integers(1, 6), per_learner=st.integers(1, 6),
+       ahead=st.integers(1, 3), straggler=st.booleans(), updates=st.integers(1, 30))
+def test_learners_always_find_their_groups_and_the_budget_holds(samplers, learners, per_learner, ahead,
+                                                                straggler, updates):
+    """Fast samplers start every group they are granted at once; each update every learner trains
+    its share from the complete groups sent to it (`learner_for_group`). None ever lacks one, even
+    when one sampler straggles (never completes a group), and untrained groups stay in the budget."""
+    groups = per_learner * learners
+    ids = list(range(1, samplers + 1))
+    credit = FlowCredit(ids, groups, learners, ahead)
+    slow = 0 if straggler and samplers > 1 else None
+    started = np.zeros(samplers, dtype=np.int64)
+    trained = np.zeros(samplers, dtype=np.int64)
+    complete: list[list[int]] = [[] for _ in range(learners)]
+    for _ in range(updates):
+        for s in range(samplers):
+            while started[s] < credit.granted[s]:
+                group = ids[s] * GROUP_KEY_STRIDE + int(started[s])
+                if s != slow:
+                    complete[learner_for_group(group, learners)].append(s)
+                started[s] += 1
+        assert credit.held().sum() <= credit.budget
+        for learner in range(learners):
+            assert len(complete[learner]) >= per_learner, (learner, credit.held_by_learner())
+            for s in complete[learner][:per_learner]:
+                trained[s] += 1
+            del complete[learner][:per_learner]
+        credit.update(trained)
 
 
 def small_config() -> Config:
@@ -51,19 +129,20 @@ def serve(ports, seen: dict, until: float) -> None:
         ports.action_in.put(out, assembly.Signals.new().stop)
 
 
-def test_a_sampler_waits_for_versions_and_completes_every_group_it_starts():
+def test_a_sampler_waits_for_grants_and_completes_every_group_it_starts():
     bp = Blueprint.from_config(small_config())
     ports = assembly.sim_ports(bp)
-    flow = assembly.flow_control(bp, samplers=1, learners=1)
+    flow = assembly.flow_control(bp)
+    flow.observe(1)
     sig = assembly.Signals.new()
     [lane] = assembly.sim_lanes(bp, 5, 1, ports, sig, flow)
     lane.start()
     seen: dict[int, set] = {}
     try:
         serve(ports, seen, time.monotonic() + 3.0)
-        assert lane.schedule.groups_started == 1  # version 0, one update ahead: one group of 2
+        assert lane.schedule.groups_started == 1  # one group of 2 granted
         assert lane.parked_halves >= 1 and lane.env_steps > 0
-        flow.observe(2)
+        flow.observe(3)
         serve(ports, seen, time.monotonic() + 3.0)
         assert lane.schedule.groups_started == 3
     finally:
@@ -73,19 +152,3 @@ def test_a_sampler_waits_for_versions_and_completes_every_group_it_starts():
     assert sorted(g - 5 * GROUP_KEY_STRIDE for g in seen) == [0, 1, 2]
     assert all(len(envs) == 2 for envs in seen.values())  # every started group got both members
     assert len(set(np.concatenate([list(e) for e in seen.values()]))) >= 2
-
-
-def test_more_samplers_than_groups_per_update_take_turns():
-    """60 samplers, 8 groups an update, 2 ahead: 16 groups may be in flight, not one per sampler."""
-    flows = [FlowControl(groups_per_update=8, samplers=60, learners=1, ahead=2, sampler=s) for s in range(60)]
-    assert sum(flow.allows(1) for flow in flows) == 16
-    assert not any(flow.allows(2) for flow in flows)
-    for flow in flows:
-        flow.observe(6)  # 64 groups: every sampler its first, the first four their second
-    assert all(flow.allows(1) for flow in flows)
-    assert [s for s, flow in enumerate(flows) if flow.allows(2)] == [0, 1, 2, 3]
-
-
-def test_every_learner_can_get_a_group_from_every_sampler():
-    flows = [FlowControl(groups_per_update=2, samplers=10, learners=3, ahead=1, sampler=s) for s in range(10)]
-    assert all(flow.allows(2) for flow in flows)  # the spares: a sampler's groups 1..learners-1

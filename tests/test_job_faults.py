@@ -58,3 +58,13 @@ def test_env_faults_lose_only_their_episodes(tmp_path, kind):
     assert found["recorded"] > 0 and found["corrupted"] == 0 and found["survived"]
     if kind == "crash":
         assert found["worker_restarts"] > 0
+
+
+def test_a_straggling_sim_rank_does_not_slow_the_others(tmp_path):
+    from dvla_hpc.bench.straggler import straggler_compare
+    found = straggler_compare(tmp_path, ranks=6, seconds=25, running_share=0.1)
+    slow = found["straggler"]["slow_rank"]
+    groups = found["straggler"]["groups"]
+    assert groups[slow] < min(n for rank, n in groups.items() if rank != slow)  # it did straggle
+    assert found["others_kept"] >= 0.9, found
+    assert found["learner_kept"] >= 0.9 * found["learner_could_keep"], found  # it trains on what arrives

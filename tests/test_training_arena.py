@@ -122,11 +122,12 @@ class ThreadReplicas:
         self.shared["barrier"].wait()
         return values
 
-    def agree(self, stopping, samples, counts):
+    def agree(self, stopping, samples, counts, groups=None):
         from dvla_hpc.learn.replicas import Agreement
         samples_by_rank = self._exchange("samples", samples)
         return Agreement(stop=any(self._exchange("stop", stopping)), samples=samples_by_rank,
-                         totals={k: sum(c[k] for c in self._exchange("counts", counts)) for k in counts})
+                         totals={k: sum(c[k] for c in self._exchange("counts", counts)) for k in counts},
+                         groups=np.zeros(0, dtype=np.int64))
 
     def sum_gradients(self, flat_grad):
         total = sum(self._exchange("grad", flat_grad.clone()))
@@ -197,7 +198,7 @@ def test_the_learn_lane_frees_an_updates_slots_before_it_trains_and_trains_on_th
     learner.optimize = optimize_after_scribbling
     stop, failed = threading.Event(), threading.Event()
     lane = LearnLane(learner, pool, SlotQueue(4, "in"), None, retired.append, lambda record: None,
-                     cfg.learn, stop, failed)
+                     cfg.learn, stop, failed, sampler_ids=[0])
     for slot in range(4):
         lane.admit(slot)
     reference = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, 0)

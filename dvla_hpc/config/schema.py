@@ -143,8 +143,9 @@ class PipelineConfig:
         0, doc="learner episode pool size; 0 = sized from envs and groups"))
     poll_max_sleep_ms: float = field(default=2.0, metadata=bounds(0.01))
     flow_versions_ahead: int = field(default=2, metadata=bounds(0, doc=(
-        "async flow control: samplers start at most this many updates' worth of groups beyond "
-        "the newest version; 0 = no limit (sims outrun the learner, stale samples are dropped)")))
+        "async flow control: the learner root lets this many updates' worth of groups be untrained "
+        "(plus a slack that one straggler cannot hold up); 0 = no limit (sims outrun the learner, "
+        "stale samples are dropped)")))
 
 
 @dataclass

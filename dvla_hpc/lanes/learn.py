@@ -5,6 +5,8 @@ import time
 from collections import defaultdict
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
 from dvla_hpc.config.schema import LearnConfig
 from dvla_hpc.lanes.lane import Lane, SlotQueue
 from dvla_hpc.memory.layouts import H
@@ -79,9 +81,9 @@ class LearnLane(Lane):
     the other replicas)."""
 
     def __init__(self, learner: GRPOLearner, episode_pool: SlabPool, episode_in: SlotQueue,
-                 publish: Callable[[int], None] | None, retire: Callable[[int], None],
+                 publish: Callable[[int, np.ndarray], None] | None, retire: Callable[[int], None],
                  log_metrics: Callable[[dict], None], cfg: LearnConfig, stop, failed,
-                 checkpoint: Callable[[], None] | None = None,
+                 sampler_ids: list[int], checkpoint: Callable[[], None] | None = None,
                  checkpoint_schedule: CheckpointSchedule | None = None):
         super().__init__("learn", stop, failed)
         self.learner = learner
@@ -93,6 +95,9 @@ class LearnLane(Lane):
         self.group_size, self.publish_every = cfg.group_size, cfg.publish_every
         self.groups_per_update = cfg.groups_per_update // self.replicas.size
         self.progress = RunProgress()
+        self.sampler_index = {sampler: i for i, sampler in enumerate(sampler_ids)}
+        self.groups_taken = np.zeros(len(sampler_ids), dtype=np.int64)  # by this replica, this update
+        self.groups_trained = np.zeros(len(sampler_ids), dtype=np.int64)  # by every replica, so far
         self.admitted = dict.fromkeys(ADMISSIONS, 0)  # since the last agreement
         self.forming: dict[int, list[int]] = defaultdict(list)
         self.complete: list[list[int]] = []
@@ -101,7 +106,7 @@ class LearnLane(Lane):
 
     def loop(self) -> None:
         if self.publish is not None:
-            self.publish(self.learner.version)
+            self.publish(self.learner.version, self.groups_trained)
         for slot in self.each(self.episode_in.get):
             self.admit(slot)
             if len(self.complete) >= self.groups_per_update:
@@ -110,7 +115,9 @@ class LearnLane(Lane):
                 if not self.train(groups):
                     return
         if self.replicas.size > 1 and not self.left_group:
-            self.replicas.agree(True, 0, {**self.admitted, "samples": 0, "dropped_stale": 0, "lag_sum": 0})
+            self.groups_taken[:] = 0
+            self.replicas.agree(True, 0, {**self.admitted, "samples": 0, "dropped_stale": 0, "lag_sum": 0},
+                                self.groups_taken)
 
     def admit(self, slot: int) -> None:
         ep = self.pool.slots[slot]
@@ -133,18 +140,22 @@ class LearnLane(Lane):
 
     def publish_if_due(self) -> None:
         if self.publish is not None and self.learner.version % self.publish_every == 0:
-            self.publish(self.learner.version)
+            self.publish(self.learner.version, self.groups_trained)
 
     def train(self, groups: list[list[int]]) -> bool:
         """One update; False once the replicas agreed to stop. The groups' slots are retired as
         soon as their steps are in the training arena, so the pool refills while the update trains."""
         loaded = self.learner.load([[self.pool.slots[s] for s in g] for g in groups])
+        self.groups_taken[:] = 0
         for group in groups:
+            self.groups_taken[self.sampler_index[int(self.pool.slots[group[0]]["header"][H.SAMPLER])]] += 1
             for slot in group:
                 self.retire(slot)
         agreed = self.replicas.agree(self.stop.is_set(), loaded.samples,
                                      {**self.admitted, "samples": loaded.samples,
-                                      "dropped_stale": loaded.dropped_stale, "lag_sum": loaded.lag_sum})
+                                      "dropped_stale": loaded.dropped_stale, "lag_sum": loaded.lag_sum},
+                                     self.groups_taken)
+        self.groups_trained += agreed.groups
         self.progress.add_others({k: agreed.totals[k] - self.admitted[k] for k in ADMISSIONS})
         self.admitted = dict.fromkeys(ADMISSIONS, 0)
         stats = None if agreed.stop else self.learner.optimize(loaded, agreed)

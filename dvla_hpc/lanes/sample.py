@@ -1,8 +1,8 @@
 """Sampling lane: steps one sampler's envs in two halves, ships observation slots, applies actions.
 
 Async mode runs one endless round: while half A steps, the infer lane works on half B; flow control
-(`FlowControl`) parks envs whose next episode would open a group the learners cannot train fresh,
-and a half whose envs are all parked rests until a newer version is announced. Sync mode
+(`FlowControl`) parks envs whose next episode would open a group the learner root has not granted,
+and a half whose envs are all parked rests until a newer grant arrives. Sync mode
 runs rounds of a fixed episode budget with no overlap: ship both halves, wait for both action
 slots, step both, and park each env whose episode ends once the budget is spent; when every env
 is parked the round is over. The next round's observations carry its number, and the infer lane
@@ -62,34 +62,20 @@ def learner_for_group(group: int, learners: int) -> int:
 
 
 class FlowControl:
-    """Async mode: samplers run only as far ahead of the learners as they can train fresh.
+    """Async mode, a sampler's side of flow control: it may have started as many groups as the
+    learner root has granted it (lanes/flow_credit.py). An env whose next episode would open a
+    group beyond that is parked until a newer grant arrives; a group once started always
+    completes (its later members never wait)."""
 
-    Each published version means the learners consumed `groups_per_update` groups. The groups
-    of all samplers are numbered round-robin (sampler s's n-th group is number (n - 1) * samplers
-    + s), and once version v is known the first (v + ahead) * groups_per_update of them, plus
-    (learners - 1) * samplers spares, may start; an env whose next episode would open a group
-    beyond that is parked until a newer version is announced. So the groups in flight stay within
-    `ahead` updates' worth however many samplers there are (more samplers than groups per update
-    take turns). A group once started always completes (its later members never wait), and the
-    spares give every sampler a group for each learner's round-robin share, so the learners
-    always get the groups their next update needs: the throttle cannot deadlock."""
+    def __init__(self, granted: int = 0):
+        self.granted = granted
 
-    def __init__(self, groups_per_update: int, samplers: int, learners: int, ahead: int, version: int = 0,
-                 sampler: int = 0):
-        if not 0 <= sampler < samplers:
-            raise ValueError(f"flow control: sampler index {sampler} outside 0..{samplers - 1}")
-        self.groups_per_update, self.samplers, self.learners = groups_per_update, samplers, learners
-        self.ahead, self.sampler = ahead, sampler
-        self.version = version
-
-    def observe(self, version: int) -> None:
-        self.version = max(self.version, version)
+    def observe(self, granted: int) -> None:
+        self.granted = max(self.granted, granted)
 
     def allows(self, groups: int) -> bool:
         """Whether this sampler may have started `groups` groups."""
-        number = (groups - 1) * self.samplers + self.sampler
-        window = (self.version + self.ahead) * self.groups_per_update
-        return number < window + (self.learners - 1) * self.samplers
+        return groups <= self.granted
 
 
 class EpisodeBudget:

@@ -7,6 +7,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from dvla_hpc.lanes.distribute import TreeSendLane, WeightPublisher
 from dvla_hpc.lanes.lane import Lane
 from dvla_hpc.learn.replicas import LearnerReplicas
@@ -29,7 +31,8 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
     cfg, bp = ctx.cfg, ctx.bp
     is_root = ctx.rank == ctx.plan.learner_root
     infer_ranks = ctx.plan.ranks("infer")
-    ports = assembly.learn_ports(bp, len(ctx.plan.ranks("sim")))
+    sims = ctx.plan.ranks("sim")
+    ports = assembly.learn_ports(bp, len(sims))
     transport = episode_transport(ctx, infer_ranks)
     for rank in infer_ranks:
         ctx.pump.receive_into(rank, EPISODE_TAG, ports.episode_pool, ports.episode_in, SlabKind.EPISODE,
@@ -38,13 +41,13 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
     replicas = LearnerReplicas(ctx.comms.role, group, cfg.learn.allreduce_bucket_mib,
                                cfg.learn.check_replicas)
     learner = assembly.build_learner(bp, ctx.device, replicas)
-    resumed = resume_learner(learner, cfg.run.resume) if cfg.run.resume else {}
+    resumed = resume_learner(learner, cfg.run.resume, announce=is_root) if cfg.run.resume else {}
     if cfg.run.init_from:  # main checked that it fits; every replica starts from the same weights
         load_initial_weights(learner, cfg.run.init_from)
     writer = assembly.trajectory_writer(bp, run_dir / "trajectories", ctx.rank)
     sig = assembly.Signals(ctx.stop, ctx.failed)
     if not is_root:
-        lanes = assembly.learn_lanes(bp, learner, ports, sig, lambda record: None, writer)
+        lanes = assembly.learn_lanes(bp, learner, ports, sig, lambda record: None, writer, sims)
         lanes.learn.progress.resume_from(resumed)
         ctx.pump.start()
         for lane in lanes.all:
@@ -55,15 +58,18 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
     publisher = WeightPublisher(learner.flat, wire_device(ctx))
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     send = TreeSendLane(distribution_tree(ctx, publisher.outgoing), publisher, sig.stop, sig.failed)
-    sims = ctx.plan.ranks("sim")
+    credit = assembly.flow_credit(bp, sims, replicas.size)
 
-    def publish(version: int) -> None:
-        """Weights down the tree; the version to every sampler, as flow control's credit."""
+    def publish(version: int, groups_trained: np.ndarray) -> None:
+        """Weights down the tree; to every sampler the version and the groups it may have started."""
         publisher.publish(version)
-        for rank in sims:
-            ctx.control.post(rank, Message(Kind.WEIGHTS, ctx.rank, version=version))
+        if credit is not None:
+            credit.update(groups_trained)
+        for i, rank in enumerate(sims):
+            granted = int(credit.granted[i]) if credit is not None else 0
+            ctx.control.post(rank, Message(Kind.WEIGHTS, ctx.rank, version=version, step=granted))
 
-    lanes = assembly.learn_lanes(bp, learner, ports, sig, metrics.log, writer, publish, send,
+    lanes = assembly.learn_lanes(bp, learner, ports, sig, metrics.log, writer, sims, publish, send,
                                  checkpoint=lambda: save_learner(learner, lanes.learn.progress, run_dir, cfg))
     lanes.learn.progress.resume_from(resumed)
     inbox = RootInbox(ctx.plan, ctx.rank)
@@ -97,6 +103,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
         replica_checks=replicas.checks,
         data_plane={"backend": ctx.data_backend, "mib_received": round(ctx.pump.bytes_received / 2**20, 2)},
         devices=ctx.devices, pools={"episodes": ports.episode_pool.stats()}, checkpoint=str(ckpt),
+        groups_by_sampler={str(rank): int(n) for rank, n in zip(sims, lanes.learn.groups_trained)},
         memory=memory_report(rss), heartbeats=inbox.heartbeat_summary(ctx.control, wall),
         ranks=rank_summary([("learn", rank_report(ctx.telemetry, ctx.heartbeats_sent)), *inbox.rank_reports()]),
         gpu=ctx.telemetry.summary()["gpu"])

@@ -14,8 +14,7 @@ def run_sim(ctx: RankContext) -> None:
     ctx.pump.send_from(ports.obs_out, ports.obs_pool, OBS_TAG, lambda slot: infer_rank)
     ctx.pump.receive_into(infer_rank, ACTION_TAG, ports.action_pool, ports.action_in, SlabKind.ACTIONS,
                           bp.cfg.env.envs_per_sampler // 2, depth=2)
-    sims = ctx.plan.ranks("sim")
-    flow = assembly.flow_control(bp, len(sims), len(ctx.plan.ranks("learn")), sampler=sims.index(rank))
+    flow = assembly.flow_control(bp)
     lanes = assembly.sim_lanes(bp, rank, len(ctx.plan.ranks("sim")), ports,
                                assembly.Signals(ctx.stop, ctx.failed), flow)
     ctx.pump.start()
@@ -24,6 +23,6 @@ def run_sim(ctx: RankContext) -> None:
 
     def hear(msg: Message) -> None:
         if msg.kind == Kind.WEIGHTS and flow is not None:
-            flow.observe(msg.version)
+            flow.observe(msg.step)  # the groups the learner root grants this sampler
 
     follow_until_stop(ctx, lanes, hear)

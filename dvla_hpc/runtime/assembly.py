@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+import numpy as np
+
+from dvla_hpc.lanes.flow_credit import FlowCredit
 from dvla_hpc.lanes.lane import Lane, SlotQueue
 from dvla_hpc.lanes.learn import CheckpointSchedule, LearnLane
 from dvla_hpc.lanes.record import RecordLane
@@ -91,15 +94,22 @@ def local_ports(bp: Blueprint) -> tuple[SimPorts, InferPorts, LearnPorts]:
     return sim, infer, LearnPorts(episodes, episode_q)
 
 
-def flow_control(bp: Blueprint, samplers: int, learners: int, version: int = 0,
-                 sampler: int = 0) -> FlowControl | None:
-    """Async mode's throttle of sampler number `sampler` of `samplers` (None: sync mode, or
-    pipeline.flow_versions_ahead=0)."""
-    cfg = bp.cfg
-    if cfg.run.mode == "sync" or cfg.pipeline.flow_versions_ahead == 0:
+def flow_controlled(bp: Blueprint) -> bool:
+    """Async flow control is on (not in sync mode, nor with pipeline.flow_versions_ahead=0)."""
+    return bp.cfg.run.mode != "sync" and bp.cfg.pipeline.flow_versions_ahead > 0
+
+
+def flow_control(bp: Blueprint) -> FlowControl | None:
+    """A sampler's side of async flow control."""
+    return FlowControl() if flow_controlled(bp) else None
+
+
+def flow_credit(bp: Blueprint, sampler_ids: list[int], learners: int) -> FlowCredit | None:
+    """The learner root's side of async flow control: the groups it grants each sampler."""
+    if not flow_controlled(bp):
         return None
-    return FlowControl(cfg.learn.groups_per_update, samplers, learners, cfg.pipeline.flow_versions_ahead,
-                       version, sampler)
+    cfg = bp.cfg
+    return FlowCredit(sampler_ids, cfg.learn.groups_per_update, learners, cfg.pipeline.flow_versions_ahead)
 
 
 def sim_lanes(bp: Blueprint, sampler_id: int, samplers: int, ports: SimPorts, sig: Signals,
@@ -162,15 +172,15 @@ class LearnerLanes:
 
 
 def learn_lanes(bp: Blueprint, learner: GRPOLearner, ports: LearnPorts, sig: Signals,
-                log_metrics: Callable[[dict], None], writer: TrajectoryWriter | None,
-                publish: Callable[[int], None] | None = None, distribute: Lane | None = None,
+                log_metrics: Callable[[dict], None], writer: TrajectoryWriter | None, sampler_ids: list[int],
+                publish: Callable[[int, np.ndarray], None] | None = None, distribute: Lane | None = None,
                 checkpoint: Callable[[], None] | None = None) -> LearnerLanes:
     cfg = bp.cfg
     retired = SlotQueue(ports.episode_pool.count, "retired episodes")
     learn = LearnLane(learner, ports.episode_pool, ports.episode_in, publish,
                       lambda slot: retired.put(slot, sig.stop), log_metrics, cfg.learn, sig.stop, sig.failed,
-                      checkpoint, CheckpointSchedule(cfg.run.checkpoint_every_updates,
-                                                     cfg.run.checkpoint_every_s))
+                      sampler_ids, checkpoint,
+                      CheckpointSchedule(cfg.run.checkpoint_every_updates, cfg.run.checkpoint_every_s))
     record = RecordLane(writer, cfg.output.record_every, ports.episode_pool, retired, cfg.env.name,
                         bp.spec, cfg.model.action_chunk, sig.stop, sig.failed)
     return LearnerLanes(learn, record, distribute)

@@ -5,6 +5,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dvla_hpc.config.schema import Config
@@ -51,18 +52,19 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     writer = assembly.trajectory_writer(bp, run_dir / "trajectories", 0)
 
-    flow = assembly.flow_control(bp, samplers=1, learners=1, version=learner.version)
+    flow, credit = assembly.flow_control(bp), assembly.flow_credit(bp, [0], learners=1)
 
-    def publish(version: int) -> None:
+    def publish(version: int, groups_trained: np.ndarray) -> None:
         publisher.publish(version)
-        if flow is not None:
-            flow.observe(version)
+        if credit is not None:
+            credit.update(groups_trained)
+            flow.observe(int(credit.granted[0]))
 
     lanes: list[Lane] = []
     started = time.perf_counter()
     try:
         learner_lanes = assembly.learn_lanes(
-            bp, learner, learn_ports, sig, metrics.log, writer, publish,
+            bp, learner, learn_ports, sig, metrics.log, writer, [0], publish,
             LocalDistributeLane(publisher, holder, sig.stop, sig.failed),
             checkpoint=lambda: save_learner(learner, learner_lanes.learn.progress, run_dir, cfg))
         learner_lanes.learn.progress.resume_from(resumed)
@@ -92,6 +94,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
         replica_checks=0, data_plane={"backend": "in-process", "mib_received": 0.0},
         devices={"sim": "cpu", "infer": str(device), "learn": str(device)},
         pools={"episodes": learn_ports.episode_pool.stats()},
+        groups_by_sampler={"0": int(learner_lanes.learn.groups_trained[0])},
         checkpoint=str(ckpt), memory=memory_report(rss),
         heartbeats={"received": 0, "ranks": 0, "max_silence_s": 0.0, "root_control_received_per_s": 0.0,
                     "root_control_sent_per_s": 0.0},
