@@ -1,11 +1,16 @@
 """Benchmark: faults done to jobs, counted. Env faults of every kind in one run each (a share of
 the episodes crash, hang, stall, raise, or return NaN or misshapen observations), a hung rank of
 each role (SIGSTOP), a killed rank of each role (SIGKILL) followed by a resume, and the whole job
-SIGKILLed at random moments, each kill followed by `--resume DIR`.
+SIGKILLed at random moments, each kill followed by `--resume DIR`, and a straggling sim rank (run
+a share of the time) beside the same job without one: the other samplers must keep 90% of their pace.
+Malformed messages (control messages, slab headers and sizes, weight-tree headers) are fuzzed
+in-process against the checks that guard them on a receiving rank.
 
     python -m dvla_hpc.bench faults [--out bench_out/faults] [--kills 10] [--ranks 3]
                                     [--env-rate 0.3] [--env-steps 5000] [--env-kinds crash,hang,...]
-                                    [--only env,hung,killed,whole_job]
+                                    [--straggler-ranks 6] [--straggler-share 0.1] [--straggler-seconds 60]
+                                    [--message-trials 2000]
+                                    [--only env,hung,killed,whole_job,straggler,messages]
 
 Prints one line per fault and writes JSON; exit code 1 if any fault was not survived."""
 from __future__ import annotations
@@ -18,10 +23,12 @@ from pathlib import Path
 
 from dvla_hpc.bench import job_faults
 from dvla_hpc.bench.env_faults import KINDS, env_fault_run
+from dvla_hpc.bench.message_fuzz import fuzz_messages, message_report
 from dvla_hpc.bench.runs import write_results
+from dvla_hpc.bench.straggler import print_comparison, straggler_compare
 
 ROLES = ("sim", "infer", "learn")
-PARTS = ("env", "hung", "killed", "whole_job")
+PARTS = ("env", "hung", "killed", "whole_job", "straggler", "messages")
 
 
 def env_faults(out: Path, rate: float, env_steps: int, kinds: list[str]) -> list[dict]:
@@ -94,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env-rate", type=float, default=0.3, help="share of episodes that fault")
     parser.add_argument("--env-steps", type=int, default=5000, help="env steps of each env-fault run")
     parser.add_argument("--env-kinds", default=",".join(KINDS), help=f"comma-separated env faults of {KINDS}")
+    parser.add_argument("--straggler-ranks", type=int, default=6)
+    parser.add_argument("--straggler-share", type=float, default=0.1,
+                        help="share of the time the straggler runs")
+    parser.add_argument("--straggler-seconds", type=float, default=60, help="wall time of each straggler run")
+    parser.add_argument("--message-trials", type=int, default=2000, help="fuzzed messages per corruption")
     parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {PARTS}")
     args = parser.parse_args(argv)
     parts, kinds = args.only.split(","), args.env_kinds.split(",")
@@ -115,6 +127,14 @@ def main(argv: list[str] | None = None) -> int:
         for ranks in (1, args.ranks):
             print(f"whole job of {ranks} rank(s) SIGKILLed {args.kills} times, each followed by --resume:")
             results["whole_job"].append(whole_job_kills(out, ranks, args.kills, args.seed))
+    if "straggler" in parts:
+        found = straggler_compare(out / "straggler", args.straggler_ranks, args.straggler_seconds,
+                                  args.straggler_share)
+        print_comparison(found)
+        results["straggler"] = [found]
+    if "messages" in parts:
+        print(f"malformed messages, {args.message_trials} of each corruption:")
+        results["messages"] = message_report(fuzz_messages(args.message_trials, args.seed))
     counts = {part: f"{sum(r['survived'] for r in results[part])}/{len(results[part])}" for part in results}
     results["survived"] = counts
     print(f"\nsurvived: {', '.join(f'{part} {count}' for part, count in counts.items())}")

@@ -19,7 +19,7 @@ class Kind(IntEnum):
     HEARTBEAT = 1
     STOP = 2  # learner -> everyone: finish now
     STOP_REQUEST = 3  # any rank -> learner: a signal arrived here
-    WEIGHTS = 4  # learner root -> sim ranks: a version was published (flow control's credit)
+    WEIGHTS = 4  # learner root -> sim ranks: a version was published; step: the groups granted
     LANE_REPORT = 5  # any rank -> learner: one lane's shares and counters (runtime/reports.py)
     FINISHED = 6  # any rank -> learner: lanes joined, final reports sent
     RANK_REPORT = 7  # any rank -> learner: the rank's telemetry (runtime/reports.py)
@@ -58,7 +58,10 @@ def encode(msg: Message, out: np.ndarray) -> None:
     rec["checksum"] = zlib.crc32(out.tobytes())
 
 
-def decode(buf: np.ndarray, origin: int) -> Message:
+def decode(buf: np.ndarray, origin: int, received_bytes: int = MESSAGE.itemsize) -> Message:
+    if received_bytes != MESSAGE.itemsize:
+        raise ControlError(f"control message from rank {origin}: {received_bytes} bytes, "
+                           f"expected {MESSAGE.itemsize}")
     rec = buf[0]
     if rec["magic"] != MAGIC:
         raise ControlError(f"control message from rank {origin}: bad magic {int(rec['magic']):#x}")
@@ -111,7 +114,8 @@ class ControlPlane:
         received = []
         for i, req in enumerate(self.recvs):
             if req.Test(self.status):
-                received.append(decode(self.recv_bufs[i], self.status.Get_source()))
+                received.append(decode(self.recv_bufs[i], self.status.Get_source(),
+                                       self.status.Get_count(MPI.BYTE)))
                 self.recvs[i] = self.comm.Irecv(self.recv_bufs[i].view(np.uint8), MPI.ANY_SOURCE, CONTROL_TAG)
         self.received += len(received)
         return received

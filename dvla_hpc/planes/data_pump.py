@@ -18,7 +18,7 @@ from mpi4py import MPI
 
 from dvla_hpc.lanes.lane import SlotQueue
 from dvla_hpc.memory.accounting import DATA_PATH
-from dvla_hpc.memory.layouts import SlabKind, validate
+from dvla_hpc.memory.layouts import SlabError, SlabKind, validate
 from dvla_hpc.memory.slab_pool import SlabPool
 from dvla_hpc.planes.backoff import Backoff, poll_until
 from dvla_hpc.planes.transport import MpiTransport, Transfer, Transport
@@ -153,8 +153,7 @@ class DataPump(threading.Thread):
         expected = inb.transport.expected_bytes(raw)
         size = expected if received is None else received
         origin = f"data plane, slab from rank {inb.source}"
-        if size != expected:
-            raise ValueError(f"{origin}: {size} bytes, expected {expected}")
+        check_size(size, expected, origin)
         self.bytes_received += size
         inb.received += 1
         if slot == SCRATCH:
@@ -210,3 +209,9 @@ class DataPump(threading.Thread):
                 if slot != SCRATCH:
                     inb.pool.release(slot)
             inb.posted.clear()
+
+
+def check_size(received: int, expected: int, origin: str) -> None:
+    """A slab arrives whole or not at all: a short or long one is refused, naming its sender."""
+    if received != expected:
+        raise SlabError(f"{origin}: {received} bytes, expected {expected}")

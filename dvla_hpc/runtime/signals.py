@@ -1,4 +1,5 @@
-"""Ctrl-C / SIGTERM become a stop request (a second Ctrl-C stops at once); unhandled errors end the whole MPI job, never hang it."""
+"""Ctrl-C / SIGTERM become a stop request (a second Ctrl-C stops at once); unhandled errors end
+the whole MPI job, never hang it."""
 from __future__ import annotations
 
 import os
