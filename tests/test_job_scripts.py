@@ -46,10 +46,14 @@ def sbatch_and_wait(env: dict, options: list[str], args: list[str], log: Path, t
     assert submitted.returncode == 0, submitted.stderr
     job_id = submitted.stdout.strip().split(";")[0]
     deadline = time.monotonic() + timeout_s
-    while subprocess.run(["squeue", "-h", "-j", job_id], env=env, capture_output=True, text=True).stdout.strip():
+    def listed() -> bool:
+        return bool(subprocess.run(["squeue", "-h", "-j", job_id], env=env, capture_output=True,
+                                   text=True).stdout.strip())
+
+    while listed():
         if time.monotonic() > deadline:
             subprocess.run(["scancel", job_id], env=env)
-            pytest.fail(f"SLURM job {job_id} still queued or running after {timeout_s} s:\n{log.read_text()[-3000:]}")
+            pytest.fail(f"SLURM job {job_id} still listed after {timeout_s} s:\n{log.read_text()[-3000:]}")
         time.sleep(2)
     return log.read_text()
 
