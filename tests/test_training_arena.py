@@ -207,3 +207,40 @@ def test_the_learn_lane_frees_an_updates_slots_before_it_trains_and_trains_on_th
     assert lane.train(lane.complete[:2])
     assert seen_at_optimize == [[0, 1, 2, 3]]
     assert torch.equal(learner.flat, reference.flat)  # trained on the arena's copies, not the reused slots
+
+
+def test_a_stopped_learn_lane_finishes_its_update_however_long_it_takes(monkeypatch):
+    """Other lanes get a bounded time to finish; the learn lane's update in progress always
+    completes, so the final checkpoint never races it (a big model's update outlasts any bound)."""
+    import threading
+    import time
+
+    from dvla_hpc.lanes.lane import Lane, SlotQueue
+    from dvla_hpc.lanes.learn import LearnLane
+
+    monkeypatch.setattr(Lane, "finish_timeout_s", 0.2)
+    cfg = small_config()
+    bp = Blueprint.from_config(cfg)
+    learner = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, 0)
+    pool = filled_episodes(bp, [25, 9, 17, 25])
+    for slot, view in enumerate(pool.slots):
+        view["header"][H.GROUP] = slot // 2
+    optimizing, optimize = threading.Event(), learner.optimize
+
+    def slow_optimize(loaded, agreed):
+        optimizing.set()
+        time.sleep(1.5)
+        return optimize(loaded, agreed)
+
+    learner.optimize = slow_optimize
+    stop, failed = threading.Event(), threading.Event()
+    inbox = SlotQueue(4, "in")
+    lane = LearnLane(learner, pool, inbox, None, lambda slot: None, lambda record: None,
+                     cfg.learn, stop, failed, sampler_ids=[0])
+    for slot in range(4):
+        inbox.put_nowait(slot)
+    lane.start()
+    assert optimizing.wait(30)
+    stop.set()
+    lane.finish()
+    assert not lane.is_alive() and learner.version == 1 and lane.error is None

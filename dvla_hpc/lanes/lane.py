@@ -52,6 +52,8 @@ class Lane(threading.Thread):
     `with self.copying():` marks busy time spent moving bytes, and `with self.polling():` marks
     waiting spent sleeping between polls, for the report's compute/copy/wait/poll breakdown."""
 
+    finish_timeout_s: float | None = 30.0  # how long a stopped lane may take to finish
+
     def __init__(self, name: str, stop: threading.Event, failed: threading.Event):
         super().__init__(name=name, daemon=True)
         self.stop = stop
@@ -109,6 +111,10 @@ class Lane(threading.Thread):
         finally:
             self.finished_at = time.perf_counter()
             self.close()
+
+    def finish(self) -> None:
+        """Wait for the stopped lane to leave its loop (up to finish_timeout_s)."""
+        self.join(timeout=self.finish_timeout_s)
 
     def loop(self) -> None:
         raise NotImplementedError

@@ -80,6 +80,10 @@ class LearnLane(Lane):
     progress counts the whole replica group. `publish` and `checkpoint` are the root's (None on
     the other replicas)."""
 
+    # an update in progress always completes (a big model's can outlast any fixed timeout): the
+    # final checkpoint must not race it, nor the interpreter exit under a running torch kernel
+    finish_timeout_s = None
+
     def __init__(self, learner: GRPOLearner, episode_pool: SlabPool, episode_in: SlotQueue,
                  publish: Callable[[int, np.ndarray], None] | None, retire: Callable[[int], None],
                  log_metrics: Callable[[dict], None], cfg: LearnConfig, stop, failed,

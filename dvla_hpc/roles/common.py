@@ -123,7 +123,7 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane],
         time.sleep(0.05)
     ctx.stop.set()
     for lane in lanes:
-        lane.join(timeout=30)
+        lane.finish()
     raise_if_failed(lanes, ctx.failed)
     for lane in lanes:
         ctx.control.post(root, lane.report().to_message(ctx.rank))

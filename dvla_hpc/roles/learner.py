@@ -85,7 +85,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
             if rank != ctx.rank:
                 ctx.control.post(rank, Message(Kind.STOP, ctx.rank))
     for lane in lanes.all:
-        lane.join(timeout=30)
+        lane.finish()
     wall = time.perf_counter() - started
     raise_if_failed(lanes.all, ctx.failed)
     inbox.gather_finished(ctx.control)

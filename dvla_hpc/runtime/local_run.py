@@ -79,7 +79,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
     finally:
         sig.stop.set()
         for lane in lanes:
-            lane.join(timeout=30)
+            lane.finish()
         metrics.close()
     wall = time.perf_counter() - started
     if sig.failed.is_set():
