@@ -172,18 +172,24 @@ def test_uneven_replicas_take_the_step_one_learner_takes_on_all_their_samples():
     torch.testing.assert_close(replicas[0].flat, single.flat, rtol=0, atol=1e-4)
 
 
-def test_the_learn_lane_frees_an_updates_slots_before_it_trains_and_trains_on_their_copies():
-    import threading
-
-    from dvla_hpc.lanes.lane import SlotQueue
-    from dvla_hpc.lanes.learn import LearnLane
-
+def learner_and_two_groups():
+    """A fresh learner, and a pool of four episodes in two groups of two (slots 0-1, 2-3)."""
     cfg = small_config()
     bp = Blueprint.from_config(cfg)
     learner = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, 0)
     pool = filled_episodes(bp, [25, 9, 17, 25])
     for slot, view in enumerate(pool.slots):
         view["header"][H.GROUP] = slot // 2
+    return cfg, bp, learner, pool
+
+
+def test_the_learn_lane_frees_an_updates_slots_before_it_trains_and_trains_on_their_copies():
+    import threading
+
+    from dvla_hpc.lanes.lane import SlotQueue
+    from dvla_hpc.lanes.learn import LearnLane
+
+    cfg, bp, learner, pool = learner_and_two_groups()
     retired: list[int] = []
     seen_at_optimize: list[list[int]] = []
     optimize = learner.optimize
@@ -219,12 +225,7 @@ def test_a_stopped_learn_lane_finishes_its_update_however_long_it_takes(monkeypa
     from dvla_hpc.lanes.learn import LearnLane
 
     monkeypatch.setattr(Lane, "finish_timeout_s", 0.2)
-    cfg = small_config()
-    bp = Blueprint.from_config(cfg)
-    learner = GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, 0)
-    pool = filled_episodes(bp, [25, 9, 17, 25])
-    for slot, view in enumerate(pool.slots):
-        view["header"][H.GROUP] = slot // 2
+    cfg, bp, learner, pool = learner_and_two_groups()
     optimizing, optimize = threading.Event(), learner.optimize
 
     def slow_optimize(loaded, agreed):
