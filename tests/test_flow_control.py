@@ -39,6 +39,22 @@ def test_more_samplers_than_groups_per_update_take_turns():
     assert credit.held().sum() == 9 and not (credit.held() * first).any()
 
 
+def test_the_root_tells_only_the_samplers_whose_grant_grew():
+    """Its control traffic grows with the groups trained, not with the number of sim ranks."""
+    credit = credit_for(60, 8, 1, 1)
+    first = credit.news()
+    assert len(first) == 60 and sum(g for _, g in first) == 9  # everyone hears once, at the start
+    assert credit.news() == []
+    trained = np.zeros(60, dtype=np.int64)
+    for update in range(20):
+        held = np.flatnonzero(credit.held())[:8]
+        trained[held] += 1
+        credit.update(trained)
+        news = credit.news()
+        assert 0 < len(news) <= 8
+        assert all(credit.granted[sampler - 1] == granted for sampler, granted in news)
+
+
 def test_one_process_keeps_the_plain_window():
     assert credit_for(1, 8, 1, 2).budget == 16
 

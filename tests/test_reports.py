@@ -39,12 +39,12 @@ def test_merge_averages_shares_and_sums_counters_per_lane():
                           {"env_steps": 100, "worker_restarts": 1, "parked_halves": 2}, copy=0.1),
                LaneReport("sample", 0.4, 0.6, 30, 5.0,
                           {"env_steps": 300, "worker_restarts": 0, "parked_halves": 0}, poll=0.2),
-               LaneReport("learn", 0.9, 0.1, 4, 5.0, {})]
+               LaneReport("learn", 0.9, 0.1, 4, 5.0, {"checkpoints": 2, "checkpoint_ms": 140})]
     merged = merge_lane_reports(reports)
     assert merged["sample"] == {"busy": 0.3, "waiting": 0.7, "items": 40, "ranks": 2,
                                 "breakdown": {"compute": 0.25, "copy": 0.05, "wait": 0.6, "poll": 0.1},
                                 "env_steps": 400, "worker_restarts": 1, "parked_halves": 2}
-    assert merged["learn"]["ranks"] == 1 and "infer" not in merged
+    assert merged["learn"]["ranks"] == 1 and merged["learn"]["checkpoints"] == 2 and "infer" not in merged
 
 
 def test_a_lanes_breakdown_splits_busy_into_compute_and_copy_and_waiting_into_wait_and_poll():

@@ -109,16 +109,20 @@ def layout(switches: int, nodes: int, per_node: int) -> tuple[list[int], list[in
 
 
 @pytest.mark.parametrize("root", [0, 17, 47])
-def test_tree_sends_one_copy_per_switch_and_per_node(root: int) -> None:
+@pytest.mark.parametrize("fanout", [0, 2])
+def test_tree_sends_one_copy_per_switch_and_per_node(root: int, fanout: int) -> None:
     members, node_of, switch_of = layout(switches=4, nodes=3, per_node=4)
-    tree = plan_tree(members, root, node_of, switch_of)
+    tree = plan_tree(members, root, node_of, switch_of, fanout)
     assert reached_once(tree, root) and tree[root].parent is None
     assert all(tree[c].parent == m for m, links in tree.items() for c in links.children)
     counts = count_crossings(tree, switch_of, node_of)
     assert counts["edges"] == 47
     assert counts["switch_crossings"] == 3  # switches other than the root's
     assert counts["node_crossings"] == 11  # nodes other than the root's
-    assert counts["depth"] <= 3
+    if fanout:  # a holder leads at most a switch, a node and its own node's holders
+        assert counts["max_fanout"] <= 3 * fanout and counts["depth"] > 3
+    else:
+        assert counts["depth"] <= 3
 
 
 def test_wide_levels_are_split_but_still_cross_each_switch_once() -> None:

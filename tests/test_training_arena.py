@@ -245,3 +245,28 @@ def test_a_stopped_learn_lane_finishes_its_update_however_long_it_takes(monkeypa
     stop.set()
     lane.finish()
     assert not lane.is_alive() and learner.version == 1 and lane.error is None
+
+
+def test_the_learn_lane_checkpoints_on_its_schedule_and_reports_how_many_and_how_long():
+    import threading
+    import time
+
+    from dvla_hpc.lanes.lane import SlotQueue
+    from dvla_hpc.lanes.learn import CheckpointSchedule, LearnLane
+    from dvla_hpc.runtime.reports import LaneReport
+
+    cfg, bp, learner, pool = learner_and_two_groups()
+    written: list[int] = []
+
+    def checkpoint():
+        time.sleep(0.05)
+        written.append(learner.version)
+
+    lane = LearnLane(learner, pool, SlotQueue(4, "in"), None, lambda slot: None, lambda record: None,
+                     cfg.learn, threading.Event(), threading.Event(), sampler_ids=[0],
+                     checkpoint=checkpoint, checkpoint_schedule=CheckpointSchedule(2, 0))
+    for _ in range(5):
+        assert lane.train([[0, 1], [2, 3]])
+    assert written == [2, 4]
+    counters = LaneReport.from_message(lane.report().to_message(rank=0)).counters
+    assert counters["checkpoints"] == 2 and 100 <= counters["checkpoint_ms"] < 1000

@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
+from dvla_hpc.config.schema import LayoutConfig  # noqa: E402
+
 
 def plot_all(rows: list[dict], base: int, out: Path) -> list[Path]:
     params = sorted({r["params"] for r in rows})
@@ -32,10 +34,10 @@ def plot_all(rows: list[dict], base: int, out: Path) -> list[Path]:
     fig, axes = plt.subplots(1, len(params), figsize=(5 * len(params), 4), squeeze=False)
     for ax, p in zip(axes[0], params):
         for link in links:
-            pts = sorted((r["ranks"], r["broadcast_s"], r["broadcast_s_fanout2"]) for r in rows
+            pts = sorted((r["ranks"], r["broadcast_s"], r["broadcast_s_former_fanout"]) for r in rows
                          if r["params"] == p and r["link_gbps"] == link)
-            ax.plot([x[0] for x in pts], [x[1] for x in pts], "o-", label=f"fan-out 16, {link:.0f} Gb/s")
-            ax.plot([x[0] for x in pts], [x[2] for x in pts], "s--", label=f"fan-out 2, {link:.0f} Gb/s")
+            ax.plot([x[0] for x in pts], [x[1] for x in pts], "o-", label=f"fan-out {LayoutConfig.tree_fanout}, {link:.0f} Gb/s")
+            ax.plot([x[0] for x in pts], [x[2] for x in pts], "s--", label=f"fan-out 16 (former), {link:.0f} Gb/s")
         ax.set(xscale="log", yscale="log", xlabel="ranks", ylabel="seconds",
                title=f"weights of {p:.0e} params (fp32)")
         ax.legend(fontsize=7)

@@ -13,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 
+from dvla_hpc.config.schema import LayoutConfig
+
 from .broadcast import broadcast_s, with_fanout
 from .gpu import GpuCluster, gpu_scenario
 from .machine import CALIBRATION, load_calibration
@@ -20,7 +22,7 @@ from .scenario import flow_budget
 from .simulate import run_all, simulate
 
 RESULTS = Path(__file__).with_name("results")
-FANOUT_AS_CODED, FANOUT_FIX = 16, 2
+FANOUT_AS_CODED, FANOUT_FORMER = LayoutConfig.tree_fanout, 16  # layout.tree_fanout; its default until 2026-11
 
 
 def former_lag(sc, ahead: int) -> float:
@@ -49,11 +51,11 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append((simulate, gpu_scenario(cal, n, p, link, mode, cluster)))
         sc = gpu_scenario(cal, n, p, link, "async", cluster)
         jobs += [(broadcast_s, with_fanout(sc, cluster.ranks_per_node, fanout))
-                 for fanout in (FANOUT_AS_CODED, FANOUT_FIX)]
+                 for fanout in (FANOUT_AS_CODED, FANOUT_FORMER)]
     results = run_all(jobs, args.workers)
     rows = {}
     for i, (n, p, link) in enumerate(cases):
-        run_async, run_sync, tree, tree_fix = results[4 * i: 4 * i + 4]
+        run_async, run_sync, tree, tree_former = results[4 * i: 4 * i + 4]
         sc = jobs[4 * i][1]
         w, learners = sc.workload, len(sc.placement.learners)
         rows[(n, p, link)] = {
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             "infers": len(sc.placement.infers), "sims": len(sc.placement.sims),
             "async_steps_per_s": run_async.steady_steps_per_s,
             "sync_steps_per_s": run_sync.steady_steps_per_s,
-            "broadcast_s": tree, "broadcast_s_fanout2": tree_fix, "allreduce_s": run_async.allreduce_s,
+            "broadcast_s": tree, "broadcast_s_former_fanout": tree_former, "allreduce_s": run_async.allreduce_s,
             "update_s": sc.lanes.learn * w.groups_per_update * w.group_size * w.max_episode_steps / learners,
             "async_mean_lag": run_async.mean_lag, "async_bottleneck": run_async.bottleneck,
             "former_flow_lag": former_lag(sc, cal["workload"]["flow_versions_ahead"]),
@@ -91,8 +93,8 @@ COLUMNS = [  # (heading, row key, format)
     ("async weak scaling", "async_weak_scaling", "{:.1%}"),
     ("sync weak scaling", "sync_weak_scaling", "{:.1%}"),
     ("update s", "update_s", "{:,.1f}"), ("allreduce s", "allreduce_s", "{:,.2f}"),
-    ("broadcast s (fan-out 16)", "broadcast_s", "{:,.2f}"),
-    ("broadcast s (fan-out 2)", "broadcast_s_fanout2", "{:,.2f}"),
+    (f"broadcast s (fan-out {FANOUT_AS_CODED})", "broadcast_s", "{:,.2f}"),
+    (f"broadcast s (fan-out {FANOUT_FORMER}, former)", "broadcast_s_former_fanout", "{:,.2f}"),
     ("async lag", "async_mean_lag", "{:.1f}"), ("lag, former flow budget", "former_flow_lag", "{:.0f}"),
 ]
 

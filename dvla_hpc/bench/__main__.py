@@ -15,6 +15,7 @@ BENCHMARKS = {
     "gpu_check": "the prepared GPU check (make gpu-check): GPU tests, quickstart, throughput, tree, memory",
     "wide": "one job of many ranks (64) here: start-up, memory and CPU share per role, root control traffic",
     "faults": "faults done to jobs: hung and killed ranks, whole-job kills with resume, env faults, bad input",
+    "checkpoint_stall": "infer lanes' serving rate while checkpoints are written against otherwise",
     "libero_steps": "LIBERO steps/s on one core: bare OffScreenRenderEnv vs VectorEnv, fast_render on/off",
 }
 

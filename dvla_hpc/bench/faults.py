@@ -41,7 +41,8 @@ def env_faults(out: Path, rate: float, env_steps: int, kinds: list[str]) -> list
             continue
         print(f"env {kind:<6}: {result['failed_episodes']} of {result['episodes']} episodes lost "
               f"({result['worker_restarts']} worker restarts); {result['recorded']} recorded, "
-              f"{result['corrupted']} corrupted; success last {result['success_rate_last']:.2f}", flush=True)
+              f"{result['recorded_faulted']} of them faulted, {result['corrupted']} corrupted; "
+              f"success last {result['success_rate_last']:.2f}", flush=True)
     return found
 
 

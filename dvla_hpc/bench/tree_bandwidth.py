@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     per_node = sum(1 for n in node_of if n == node_of[rank])
     via_host = kind == "cuda" and per_node > visible_gpus()
     plane = init_torch_plane(world, everyone, everyone, [0], torch.device("cpu") if via_host else device)
-    links = plan_tree(everyone, 0, node_of, switch_of)[rank]
+    links = plan_tree(everyone, 0, node_of, switch_of, cfg.layout.tree_fanout)[rank]
     buffer = torch.zeros(params, dtype=torch.float32, device=device)
     wire = torch.zeros(params, dtype=torch.float32).pin_memory() if via_host else buffer
     tree = TorchTreeBroadcast(plane, everyone, links, wire, cfg.layout.broadcast_chunk_kib * 1024)

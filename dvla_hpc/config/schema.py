@@ -126,6 +126,9 @@ class LayoutConfig:
     ranks_per_node: int = field(default=0, metadata=bounds(0, doc="0 = detect; >0 emulates nodes"))
     nodes_per_switch: int = field(default=0, metadata=bounds(0, doc="0 = detect; >0 emulates switches"))
     broadcast_chunk_kib: int = field(default=256, metadata=bounds(1))
+    tree_fanout: int = field(default=2, metadata=bounds(0, doc=(
+        "children per holder in the weight tree (wider levels become k-ary trees); a parent sends "
+        "each chunk once per child, so fewer children pipeline faster; 0 = unlimited")))
 
 
 @dataclass

@@ -88,8 +88,7 @@ class FaultyEnv:
             return False
         if self._fault_seed is not None and self._seed != self._fault_seed:
             return False
-        share = zlib.crc32(self._seed.to_bytes(8, "little", signed=True)) / 2**32
-        return share < self._fault_rate
+        return seed_faults(self._seed, self._fault_rate)
 
     def _fault_now(self) -> None:
         """The faults that strike before the step's result exists: crash, raise, hang, slow."""
@@ -100,6 +99,11 @@ class FaultyEnv:
         if self._fault == "raise":
             raise FaultInjected(f"injected fault at step {self._steps} of the episode with seed {self._seed}")
         time.sleep(self._fault_seconds)  # 'hang' and 'slow' differ only in the duration configured
+
+
+def seed_faults(seed: int, rate: float) -> bool:
+    """Whether episodes reset with `seed` fall in the `rate` share that fault (the same on every run)."""
+    return zlib.crc32(int(seed).to_bytes(8, "little", signed=True)) / 2**32 < rate
 
 
 def _renamed(spec: EnvSpec) -> EnvSpec:

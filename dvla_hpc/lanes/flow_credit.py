@@ -10,8 +10,8 @@ the budget, without spares that grow with samplers x learners; and no sampler ho
 group above an even share. A straggler therefore keeps only the few groups it already holds, and
 the slack is sized so that, whatever one straggler holds, the others hold an update's worth: the
 learners train on what arrives instead of waiting for it. (Slack enough for the whole window would
-double it with two samplers, and the samples' staleness with it.) Grants are cumulative, sent with
-every version (`Message.step` of WEIGHTS)."""
+double it with two samplers, and the samples' staleness with it.) Grants are cumulative; under MPI
+a sampler hears its own when it grows (`Message.step` of GRANT)."""
 from __future__ import annotations
 
 import heapq
@@ -29,7 +29,15 @@ class FlowCredit:
         self.granted = np.zeros(len(sampler_ids), dtype=np.int64)
         self.trained = np.zeros(len(sampler_ids), dtype=np.int64)
         self.granted_to_learner = np.zeros(learners, dtype=np.int64)
+        self.told = np.full(len(sampler_ids), -1, dtype=np.int64)  # the grant each sampler last heard
         self._grant()
+
+    def news(self) -> list[tuple[int, int]]:
+        """(sampler id, grant) for each sampler whose grant grew since the last call: at most the
+        groups trained since, however many samplers there are."""
+        grown = np.flatnonzero(self.granted != self.told)
+        self.told[:] = self.granted
+        return [(int(self.sampler_ids[i]), int(self.granted[i])) for i in grown]
 
     def held(self) -> np.ndarray:
         """Groups each sampler may start or has started that no learner has trained yet."""

@@ -107,6 +107,11 @@ class LearnLane(Lane):
         self.complete: list[list[int]] = []
         self.left_group = False
         self.started = time.perf_counter()
+        self.checkpoints_written = 0
+        self.checkpoint_s = 0.0
+
+    def counters(self) -> dict[str, float]:
+        return {"checkpoints": self.checkpoints_written, "checkpoint_ms": round(self.checkpoint_s * 1000)}
 
     def loop(self) -> None:
         if self.publish is not None:
@@ -180,8 +185,14 @@ class LearnLane(Lane):
         p.last_update = {"version": self.learner.version, **vars(stats)}
         self.publish_if_due()
         if self.checkpoint is not None and self.checkpoint_schedule.due(p.updates):
-            self.checkpoint()
+            self.write_checkpoint()
         self.log_metrics({"kind": "update", "t": round(time.perf_counter() - self.started, 3),
                           "env_steps": p.env_steps, "episodes": p.episodes,
                           "success_recent": round(p.recent_success(), 4), **p.last_update})
         return True
+
+    def write_checkpoint(self) -> None:
+        t0 = time.perf_counter()
+        self.checkpoint()
+        self.checkpoint_s += time.perf_counter() - t0
+        self.checkpoints_written += 1

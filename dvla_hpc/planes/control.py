@@ -19,7 +19,7 @@ class Kind(IntEnum):
     HEARTBEAT = 1
     STOP = 2  # learner -> everyone: finish now
     STOP_REQUEST = 3  # any rank -> learner: a signal arrived here
-    WEIGHTS = 4  # learner root -> sim ranks: a version was published; step: the groups granted
+    GRANT = 4  # learner root -> a sim rank: step = the groups it may have started (cumulative)
     LANE_REPORT = 5  # any rank -> learner: one lane's shares and counters (runtime/reports.py)
     FINISHED = 6  # any rank -> learner: lanes joined, final reports sent
     RANK_REPORT = 7  # any rank -> learner: the rank's telemetry (runtime/reports.py)

@@ -61,13 +61,12 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
     credit = assembly.flow_credit(bp, sims, replicas.size)
 
     def publish(version: int, groups_trained: np.ndarray) -> None:
-        """Weights down the tree; to every sampler the version and the groups it may have started."""
+        """Weights down the tree; a new grant to each sampler whose grant grew."""
         publisher.publish(version)
         if credit is not None:
             credit.update(groups_trained)
-        for i, rank in enumerate(sims):
-            granted = int(credit.granted[i]) if credit is not None else 0
-            ctx.control.post(rank, Message(Kind.WEIGHTS, ctx.rank, version=version, step=granted))
+            for sim, granted in credit.news():
+                ctx.control.post(sim, Message(Kind.GRANT, ctx.rank, version=version, step=granted))
 
     lanes = assembly.learn_lanes(bp, learner, ports, sig, metrics.log, writer, sims, publish, send,
                                  checkpoint=lambda: save_learner(learner, lanes.learn.progress, run_dir, cfg))

@@ -22,7 +22,7 @@ def run_sim(ctx: RankContext) -> None:
         lane.start()
 
     def hear(msg: Message) -> None:
-        if msg.kind == Kind.WEIGHTS and flow is not None:
+        if msg.kind == Kind.GRANT and flow is not None:
             flow.observe(msg.step)  # the groups the learner root grants this sampler
 
     follow_until_stop(ctx, lanes, hear)

@@ -37,7 +37,7 @@ def distribution_tree(ctx: RankContext, buffer: torch.Tensor):
     members = list(range(len(world_ranks)))
     node_of = [ctx.plan.node_of[w] for w in world_ranks]
     switch_of = [ctx.plan.switch_of[w] for w in world_ranks]
-    links = plan_tree(members, 0, node_of, switch_of)[comm.Get_rank()]
+    links = plan_tree(members, 0, node_of, switch_of, ctx.cfg.layout.tree_fanout)[comm.Get_rank()]
     chunk_bytes = ctx.cfg.layout.broadcast_chunk_kib * 1024
     if ctx.data_backend == "torch":
         from dvla_hpc.planes.torch_tree import TorchTreeBroadcast

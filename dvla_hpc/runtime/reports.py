@@ -15,7 +15,7 @@ LANES = ("sample", "infer", "learn", "distribute", "record")
 LANE_COUNTERS: dict[str, tuple[str, ...]] = {
     "sample": ("env_steps", "worker_restarts", "parked_halves"),
     "infer": ("weight_swaps", "episodes", "observations"),
-    "learn": (),
+    "learn": ("checkpoints", "checkpoint_ms"),  # periodic ones; the final one is not a lane's
     "distribute": ("versions",),
     "record": ("written",),
 }

@@ -1,0 +1,143 @@
+"""Benchmark: does writing a checkpoint stall inference? The quickstart job runs with a checkpoint
+after every update, traced: each rank notes when its infer lane acted on an observation slab and
+when its learn lane wrote a checkpoint (time.perf_counter, CLOCK_MONOTONIC on Linux, so the ranks
+of one machine share the clock). The infer lanes' serving rate inside the checkpoint windows is set
+against their rate outside them, in one process (where the learn lane's thread writes beside the
+infer lane's) and under mpiexec (where the learner root writes, in its own process).
+
+    python -m dvla_hpc.bench checkpoint_stall [--out bench_out/checkpoint_stall] [--seconds 90]
+                                              [--presets tiny,small] [--ranks 3]
+
+A ratio near 1 means no stall. Sim ranks of a traced job import torch (the tracer patches the lane
+classes before the job starts), so this bench says nothing about their memory."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dvla_hpc.bench.runs import BENCH_ENV, mpiexec, write_results
+
+SETTINGS = ["run.progress_bar=false", "run.checkpoint_every_updates=1", "run.checkpoint_every_s=0",
+            "run.total_env_steps=100000000", "run.checkpoint_keep=2"]
+
+
+def traced_main(trace_dir: Path, argv: list[str]) -> int:
+    """`dvla_hpc.main` with its infer lanes' serving times and learn lanes' checkpoint windows
+    written to trace_dir/rank<R>.json at the end."""
+    from dvla_hpc import main as entry
+    from dvla_hpc.lanes.infer import InferLane
+    from dvla_hpc.lanes.learn import LearnLane
+
+    served: list[float] = []
+    windows: list[tuple[float, float]] = []
+    serve, write = InferLane.serve, LearnLane.write_checkpoint
+
+    def timed_serve(lane: InferLane, slot: int) -> bool:
+        acted = lane.items
+        ok = serve(lane, slot)
+        if lane.items > acted:  # a slab held back for newer weights is not served yet
+            served.append(time.perf_counter())
+        return ok
+
+    def timed_write(lane: LearnLane) -> None:
+        t0 = time.perf_counter()
+        write(lane)
+        windows.append((t0, time.perf_counter()))
+
+    InferLane.serve, LearnLane.write_checkpoint = timed_serve, timed_write
+    code = entry.main(argv)
+    rank = int(os.environ.get("PMI_RANK", "0"))
+    (trace_dir / f"rank{rank}.json").write_text(json.dumps({"served": served, "checkpoints": windows}))
+    return code
+
+
+def stall_figures(served: list[float], windows: list[tuple[float, float]]) -> dict:
+    """Serving rate inside the checkpoint windows against outside them, over the span in which
+    the infer lanes served; and the longest gap between two servings that overlaps a window,
+    against the longest that does not."""
+    times = np.sort(np.asarray(served))
+    if len(times) < 2 or not windows:
+        raise ValueError(f"nothing to compare: {len(times)} servings, {len(windows)} checkpoints")
+    start, end = times[0], times[-1]
+    spans = [(max(a, start), min(b, end)) for a, b in sorted(windows) if b > start and a < end]
+    inside_s = sum(b - a for a, b in spans)
+    inside = sum(int(np.searchsorted(times, b) - np.searchsorted(times, a)) for a, b in spans)
+    outside_s = (end - start) - inside_s
+    rate_in = inside / max(inside_s, 1e-9)
+    rate_out = (len(times) - inside) / max(outside_s, 1e-9)
+    gaps = np.diff(times)
+    overlaps = np.zeros(len(gaps), dtype=bool)
+    for a, b in spans:
+        overlaps |= (times[:-1] < b) & (times[1:] > a)
+    durations = [b - a for a, b in windows]
+    return {"checkpoints": len(windows), "checkpoint_ms_mean": round(1000 * float(np.mean(durations)), 1),
+            "checkpoint_ms_max": round(1000 * max(durations), 1),
+            "share_of_time_checkpointing": round(inside_s / (end - start), 4),
+            "servings": len(times), "servings_during_checkpoints": inside,
+            "served_per_s_during": round(rate_in, 2), "served_per_s_otherwise": round(rate_out, 2),
+            "rate_during_over_otherwise": round(rate_in / max(rate_out, 1e-9), 3),
+            "longest_gap_ms_overlapping_a_checkpoint": round(1000 * float(gaps[overlaps].max(initial=0)), 1),
+            "longest_gap_ms_otherwise": round(1000 * float(gaps[~overlaps].max(initial=0)), 1)}
+
+
+def traced_run(out: Path, ranks: int, preset: str, seconds: float) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    trace_dir = out / "trace"
+    trace_dir.mkdir(parents=True)
+    prefix = [] if ranks == 1 else [mpiexec(), "-n", str(ranks)]
+    cmd = [*prefix, sys.executable, "-m", "dvla_hpc.bench.checkpoint_stall", "--trace", str(trace_dir),
+           "--out", str(out / "run"), *SETTINGS, f"model.preset={preset}", f"run.wall_clock_limit_s={seconds:g}"]
+    print(f"[{preset}, {ranks} rank(s)] {' '.join(cmd)}", flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 600,
+                          env={**os.environ, **BENCH_ENV})
+    if proc.returncode != 0:
+        raise SystemExit(f"the traced job failed with exit code {proc.returncode}:\n{proc.stderr[-4000:]}")
+    served, windows = [], []
+    for path in sorted(trace_dir.glob("rank*.json")):
+        trace = json.loads(path.read_text())
+        served += trace["served"]
+        windows += [tuple(w) for w in trace["checkpoints"]]
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    size = max((p.stat().st_size for p in (out / "run" / "checkpoints").glob("ckpt_*.pt")), default=0)
+    return {"preset": preset, "ranks": ranks, "checkpoint_mib": round(size / 2**20, 1),
+            "env_steps_per_second": summary["env_steps_per_second"], "updates": summary["updates"],
+            **stall_figures(served, windows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench_out/checkpoint_stall")
+    parser.add_argument("--seconds", type=float, default=90, help="wall time of each traced job")
+    parser.add_argument("--presets", default="tiny,small", help="comma-separated model presets")
+    parser.add_argument("--ranks", type=int, default=3, help="ranks of the MPI job (one process also runs)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    results = []
+    for preset in args.presets.split(","):
+        for ranks in (1, args.ranks):
+            found = traced_run(out / f"{preset}_{ranks}", ranks, preset, args.seconds)
+            results.append(found)
+            print(f"  {found['checkpoints']} checkpoints of {found['checkpoint_mib']} MiB, "
+                  f"{found['checkpoint_ms_mean']} ms each ({found['share_of_time_checkpointing']:.1%} of the "
+                  f"time); infer served {found['served_per_s_during']}/s during them, "
+                  f"{found['served_per_s_otherwise']}/s otherwise (ratio {found['rate_during_over_otherwise']}); "
+                  f"longest gap {found['longest_gap_ms_overlapping_a_checkpoint']} ms across a checkpoint, "
+                  f"{found['longest_gap_ms_otherwise']} ms otherwise", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(out / "results.json", {"command": ["python", "-m", "dvla_hpc.bench", "checkpoint_stall",
+                                                     *(argv or [])], "runs": results})
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--trace"]:
+        sys.exit(traced_main(Path(sys.argv[2]), sys.argv[3:]))
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,51 @@
+"""The checkpoint-stall bench's arithmetic, and one traced job end to end."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dvla_hpc.bench.checkpoint_stall import SETTINGS, stall_figures
+
+WINDOWS = [(2.0, 3.0), (6.0, 6.5)]
+
+
+def test_steady_serving_through_checkpoints_reads_as_no_stall():
+    served = list(np.arange(0.0, 10.0, 0.1))
+    found = stall_figures(served, WINDOWS)
+    assert found["checkpoints"] == 2 and found["share_of_time_checkpointing"] == pytest.approx(1.5 / 9.9, abs=1e-3)
+    assert 0.9 <= found["rate_during_over_otherwise"] <= 1.1
+    assert found["longest_gap_ms_overlapping_a_checkpoint"] == pytest.approx(100, abs=1)
+
+
+def test_serving_that_stops_while_a_checkpoint_is_written_reads_as_a_stall():
+    served = [t for t in np.arange(0.0, 10.0, 0.1) if not any(a <= t < b for a, b in WINDOWS)]
+    found = stall_figures(served, WINDOWS)
+    assert found["servings_during_checkpoints"] == 0 and found["rate_during_over_otherwise"] == 0
+    assert found["longest_gap_ms_overlapping_a_checkpoint"] >= 1000
+    assert found["longest_gap_ms_otherwise"] == pytest.approx(100, abs=1)
+
+
+def test_nothing_to_compare_is_an_error_not_a_ratio():
+    with pytest.raises(ValueError, match="0 checkpoints"):
+        stall_figures([0.0, 1.0], [])
+
+
+@pytest.mark.timeout(300)
+def test_a_traced_job_notes_its_servings_and_its_checkpoints(tmp_path):
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    cmd = [sys.executable, "-m", "dvla_hpc.bench.checkpoint_stall", "--trace", str(trace), "--out",
+           str(tmp_path / "run"), *SETTINGS, "run.wall_clock_limit_s=15"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=280,
+                          env={**os.environ, "MUJOCO_GL": "egl", "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    noted = json.loads((trace / "rank0.json").read_text())
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert len(noted["checkpoints"]) == summary["lanes"]["learn"]["checkpoints"] == summary["updates"] > 0
+    assert len(noted["served"]) == summary["lanes"]["infer"]["items"]
+    assert all(a < b for a, b in noted["checkpoints"])
