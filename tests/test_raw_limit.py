@@ -40,3 +40,13 @@ def test_steady_window_leaves_out_warmup():
     assert steady["frames_per_second"] == pytest.approx(100.0)
     assert steady["window_s"] == pytest.approx(10.0)
     assert steady_from_points([(0.0, 0), (5.0, 10)], warmup_s=1.0)["frames_per_second"] is None
+
+
+def test_worker_cost_charges_each_way_the_cpu_of_its_own_processes():
+    """The worker way's frames are rendered in the workers: they, not the parent, carry their CPU."""
+    from dvla_hpc.bench.worker_cost import measure
+
+    found = measure(rounds=1, frames=64)
+    assert set(found) == {"raw_loop", "inline", "workers", "parent_of_workers"}
+    assert min(found["raw_loop"], found["inline"], found["workers"]) > 0.3  # a rendered frame costs ~1.5 ms
+    assert found["parent_of_workers"] < found["workers"] / 3

@@ -214,3 +214,32 @@ def test_reset_to_a_chosen_task_keeps_the_seeded_layout(env):
     assert env.reset(7, task=drawn.task_index).task_index == drawn.task_index
     with pytest.raises(ValueError, match="task"):
         env.reset(7, task=3)
+
+
+RENDER_FRAMES = """
+import hashlib, os, sys
+import numpy as np
+from dvla_hpc.envs.tabletop import TabletopReachEnv
+env = TabletopReachEnv()
+frames, rng = [env.reset(3).image], np.random.default_rng(0)
+for _ in range(5):
+    frames.append(env.step(rng.uniform(-0.5, 0.5, env.spec.action_dim).astype(np.float32)).observation.image)
+print(os.environ["LP_NUM_THREADS"], hashlib.sha256(np.stack(frames).tobytes()).hexdigest())
+"""
+
+
+def test_frames_drawn_in_the_calling_thread_match_llvmpipes_thread_pool():
+    """The package renders without llvmpipe's thread pool by default; the pixels must not change."""
+    import os
+    import subprocess
+    import sys
+
+    digests = {}
+    for threads in ("0", "2"):
+        done = subprocess.run([sys.executable, "-c", RENDER_FRAMES], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "MUJOCO_GL": "egl", "LP_NUM_THREADS": threads})
+        assert done.returncode == 0, done.stderr[-2000:]
+        seen, digest = done.stdout.split()
+        assert seen == threads  # the package's default did not override what the caller set
+        digests[threads] = digest
+    assert digests["0"] == digests["2"]

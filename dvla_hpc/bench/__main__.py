@@ -16,6 +16,7 @@ BENCHMARKS = {
     "wide": "one job of many ranks (64) here: start-up, memory and CPU share per role, root control traffic",
     "faults": "faults done to jobs: hung and killed ranks, whole-job kills with resume, env faults, bad input",
     "checkpoint_stall": "infer lanes' serving rate while checkpoints are written against otherwise",
+    "worker_cost": "CPU per frame of env workers against the raw loop, llvmpipe threads on and off",
     "libero_steps": "LIBERO steps/s on one core: bare OffScreenRenderEnv vs VectorEnv, fast_render on/off",
 }
 
