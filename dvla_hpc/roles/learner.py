@@ -66,7 +66,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
         if credit is not None:
             credit.update(groups_trained)
             for sim, granted in credit.news():
-                ctx.control.post(sim, Message(Kind.GRANT, ctx.rank, version=version, step=granted))
+                ctx.control.post(sim, Message(Kind.GRANT, ctx.rank, step=granted))
 
     lanes = assembly.learn_lanes(bp, learner, ports, sig, metrics.log, writer, sims, publish, send,
                                  checkpoint=lambda: save_learner(learner, lanes.learn.progress, run_dir, cfg))
