@@ -141,7 +141,7 @@ def test_tree_is_deterministic_and_ignores_member_order() -> None:
     members, node_of, switch_of = layout(switches=3, nodes=2, per_node=3)
     shuffled = members[:]
     random.Random(0).shuffle(shuffled)
-    assert plan_tree(members, 5, node_of, switch_of) == plan_tree(shuffled, 5, node_of, switch_of)
+    assert plan_tree(members, 5, node_of, switch_of, 2) == plan_tree(shuffled, 5, node_of, switch_of, 2)
 
 
 def test_random_topologies_keep_tree_invariants() -> None:
@@ -163,13 +163,13 @@ def test_distribution_tree_from_a_role_plan() -> None:
     node_of, switch_of = grid(32, 4, 2)
     plan = plan_layout(32, learn_ranks=2, infer_ranks=0, node_of=node_of, switch_of=switch_of)
     members = [plan.learner_root] + plan.ranks("infer")
-    tree = plan_tree(members, plan.learner_root, node_of, switch_of)
+    tree = plan_tree(members, plan.learner_root, node_of, switch_of, 2)
     assert reached_once(tree, plan.learner_root)
     assert count_crossings(tree, switch_of, node_of)["switch_crossings"] == 3
 
 
 def test_bad_tree_requests() -> None:
     with pytest.raises(ValueError, match="unique"):
-        plan_tree([1, 1, 2], 1, [0, 0, 0], [0, 0, 0])
+        plan_tree([1, 1, 2], 1, [0, 0, 0], [0, 0, 0], 2)
     with pytest.raises(ValueError, match="root 9 is not one of the members"):
-        plan_tree([0, 1], 9, [0, 0], [0, 0])
+        plan_tree([0, 1], 9, [0, 0], [0, 0], 2)

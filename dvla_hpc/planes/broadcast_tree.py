@@ -23,7 +23,7 @@ class TreeLinks:
 
 
 def plan_tree(members: Sequence[int], root: int, node_of: IdMap, switch_of: IdMap,
-              max_fanout: int = 2) -> dict[int, TreeLinks]:
+              max_fanout: int) -> dict[int, TreeLinks]:
     """Links for every member. Each switch and node receives one copy of the bytes.
 
     A level wider than `max_fanout` (0 = unlimited) is split into a k-ary tree among its leaders.

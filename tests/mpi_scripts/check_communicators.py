@@ -38,7 +38,7 @@ if rank in members:
     dist = comms.distribution
     assert dist.Get_size() == 3 and dist.Get_rank() == members.index(rank)
     assert (dist.Get_rank() == 0) == (rank == plan.learner_root)
-    tree = plan_tree(range(3), 0, [node_of[w] for w in members], [switch_of[w] for w in members])
+    tree = plan_tree(range(3), 0, [node_of[w] for w in members], [switch_of[w] for w in members], 2)
     buffer = np.arange(10_000, dtype=np.int32) if rank == plan.learner_root else \
         np.zeros(10_000, dtype=np.int32)
     bcast = TreeBroadcast(dist, tree[dist.Get_rank()], buffer, chunk_bytes=4096)
