@@ -1,5 +1,7 @@
 import os
 import signal
+import threading
+import time
 from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 from dvla_hpc.envs.tabletop import TabletopReachEnv
 from dvla_hpc.envs.vector import VectorEnv
 from dvla_hpc.envs.vector_runner import MAX_CONSECUTIVE_FAULTS, EnvStepError
+from dvla_hpc.lanes.lane import WakePipe
 
 SMALL = {"image_size": 32}
 FIELDS = ("image", "proprio", "task_index", "reward", "done", "success", "failed", "episode_step", "env_steps")
@@ -84,6 +87,23 @@ def test_two_groups_in_flight_are_waited_for_separately():
         vec.wait(group_a)
         assert list(vec.episode_step) == [2, 2, 1, 1]
         assert vec.worker_restarts == 0
+
+
+def test_a_wait_returns_early_when_its_wake_handle_turns_readable():
+    kwargs = {**SMALL, "fault": "slow", "fault_seconds": 2.0, "fault_step": 1, "fault_seed": 10}
+    wake = WakePipe()
+    with VectorEnv("debug_faulty", kwargs, 2, 1) as vec:
+        ids = np.arange(2)
+        vec.reset_async(ids, np.array([10, 11]))
+        assert vec.wait(ids, wake=wake)
+        vec.step_async(ids, np.zeros((2, 2)), np.array([20, 21]))
+        threading.Timer(0.2, wake.notify).start()
+        started = time.monotonic()
+        assert not vec.wait(ids, wake=wake)  # env 0 sleeps 2 s in this step
+        assert time.monotonic() - started < 1.5
+        wake.clear()
+        assert vec.wait(ids, wake=wake)
+        assert list(vec.episode_step) == [1, 1]
 
 
 def test_killed_worker_is_restarted_and_its_envs_come_back_failed(caplog):

@@ -125,19 +125,29 @@ class VectorEnv:
         ops = np.where(self._lost[ids], OP_FAILED_RESET, OP_STEP).astype(np.uint8)
         self._dispatch(ids, ops, self._checked_seeds(reset_seeds, len(ids), "reset_seeds"), actions)
 
-    def wait(self, env_ids: np.ndarray | None = None) -> None:
-        """Block until every env in env_ids (default: all) has its latest result in the buffers."""
+    def wait(self, env_ids: np.ndarray | None = None, wake=None) -> bool:
+        """Block until every env in env_ids (default: all) has its latest result in the buffers,
+        or until `wake` (anything with a fileno, such as a `WakePipe`) turns readable first:
+        whether the envs are done."""
+        return self.wait_any([np.arange(self.num_envs) if env_ids is None else env_ids], wake) == 0
+
+    def wait_any(self, groups: list[np.ndarray], wake=None) -> int | None:
+        """Block until every env of one of the groups has its latest result: the first such
+        group's index; None if `wake` turned readable first."""
         if self._closed:
             raise RuntimeError("VectorEnv is closed")
-        if env_ids is None:
-            ids = np.arange(self.num_envs)
-        else:
-            ids = self._checked_ids(env_ids, allow_in_flight=True)
-        while self._workers:
-            outstanding = [w for w in self._workers if w.completed_seq < self._newest_seq(ids, w)]
-            if not outstanding:
-                return
-            self._pump(outstanding)
+        groups = [self._checked_ids(ids, allow_in_flight=True) for ids in groups]
+        while True:
+            behind = [self._outstanding(ids) for ids in groups]
+            for index, workers in enumerate(behind):
+                if not workers:
+                    return index
+            if not self._pump(list({w.index: w for ws in behind for w in ws}.values()), wake):
+                return None
+
+    def _outstanding(self, ids: np.ndarray) -> list[WorkerHandle]:
+        """The workers that still owe a result for some env in ids."""
+        return [w for w in self._workers if w.completed_seq < self._newest_seq(ids, w)]
 
     def close(self) -> None:
         if self._closed:
@@ -200,19 +210,23 @@ class VectorEnv:
         mine = ids[ids % self.num_workers == worker.index]
         return int(self._batch_seq[mine].max()) if len(mine) else 0
 
-    def _pump(self, outstanding: list[WorkerHandle]) -> None:
-        """Read whatever replies arrive before the earliest deadline; replace workers past theirs."""
+    def _pump(self, outstanding: list[WorkerHandle], wake=None) -> bool:
+        """Read whatever replies arrive before the earliest deadline; replace workers past theirs.
+        False when `wake` turned readable and no reply came."""
         now = time.monotonic()
         for worker in outstanding:
             if now - worker.last_progress > self._step_timeout_s:
                 self._restart(worker, f"did not answer within step_timeout_s={self._step_timeout_s}")
-                return
+                return True
         deadline = min(w.last_progress for w in outstanding) + self._step_timeout_s
         handles = [w.conn for w in outstanding] + [w.process.sentinel for w in outstanding]
-        ready = wait_for_ready(handles, timeout=max(0.0, deadline - now))
+        ready = wait_for_ready(handles + ([wake] if wake is not None else []), timeout=max(0.0, deadline - now))
+        replied = False
         for worker in outstanding:
             if worker.conn in ready or worker.process.sentinel in ready:
                 self._drain(worker)
+                replied = True
+        return replied or wake is None or wake not in ready
 
     def _drain(self, worker: WorkerHandle) -> None:
         try:

@@ -15,61 +15,71 @@ from dvla_hpc.runtime.devices import autocast
 
 
 class EpisodeAssembler:
-    """Open episodes keyed by (sampler, env); each lives in one slot of the episode pool."""
+    """Open episodes keyed by (sampler, env); each lives in one slot of the episode pool. A slab's
+    rows land in their episodes' slots in one indexed copy per field (the pool's `fields`)."""
 
     def __init__(self, pool: SlabPool, max_steps: int):
         self.pool = pool
         self.max_steps = max_steps
         self.open: dict[tuple[int, int], int] = {}
         self.next_episode_id = 0
+        self.f = pool.fields
+
+    def open_rows(self, sampler: int, obs: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of the slab, their episodes' slots) for the slab's envs that have an open episode."""
+        rows, slots = [], []
+        for j, env in enumerate(obs["env_ids"][: int(obs["header"][H.COUNT])].tolist()):
+            slot = self.open.get((sampler, env))
+            if slot is not None:
+                rows.append(j)
+                slots.append(slot)
+        return np.array(rows, dtype=np.int64), np.array(slots, dtype=np.int64)
 
     def close_finished(self, sampler: int, obs: dict, out: SlotQueue, stop) -> int:
         """Book the reward (and simulator steps) of each env's last step; hand finished episodes
         to the learner."""
-        finished = 0
-        for j in range(int(obs["header"][H.COUNT])):
-            key = (sampler, int(obs["env_ids"][j]))
-            slot = self.open.get(key)
-            if slot is None:
-                continue
-            ep = self.pool.slots[slot]
-            t = int(ep["header"][H.COUNT])
-            ep["reward"][t - 1] = obs["reward"][j]
-            ep["env_steps"][t - 1] = obs["env_steps"][j]
-            ep["header"][H.ENV_STEPS] += obs["env_steps"][j]
-            if obs["done"][j]:
-                ep["header"][H.SUCCESS] = int(obs["success"][j])
-                ep["header"][H.FAILED] = int(obs["failed"][j])
-                del self.open[key]
-                out.put(slot, stop)
-                finished += 1
-            elif t == self.max_steps:
-                raise RuntimeError(f"env {key} ran past its step limit {self.max_steps} without done")
-        return finished
+        rows, slots = self.open_rows(sampler, obs)
+        if not len(rows):
+            return 0
+        f = self.f
+        last = f["header"][slots, H.COUNT] - 1
+        f["reward"][slots, last] = obs["reward"][rows]
+        f["env_steps"][slots, last] = obs["env_steps"][rows]
+        f["header"][slots, H.ENV_STEPS] += obs["env_steps"][rows]
+        done = obs["done"][rows]
+        overrun = ~done & (last + 1 == self.max_steps)
+        if overrun.any():
+            env = int(obs["env_ids"][rows[overrun][0]])
+            raise RuntimeError(f"env {(sampler, env)} ran past its step limit {self.max_steps} without done")
+        for j, slot in zip(rows[done].tolist(), slots[done].tolist()):
+            header = f["header"][slot]
+            header[H.SUCCESS] = int(obs["success"][j])
+            header[H.FAILED] = int(obs["failed"][j])
+            del self.open[(sampler, int(obs["env_ids"][j]))]
+            out.put(slot, stop)
+        return int(done.sum())
 
     def record_step(self, sampler: int, obs: dict, tokens: np.ndarray, logp: np.ndarray,
                     actions: np.ndarray, version: int, lane: Lane) -> bool:
-        for j in range(int(obs["header"][H.COUNT])):
-            key = (sampler, int(obs["env_ids"][j]))
-            slot = self.open.get(key)
-            if slot is None:
-                if obs["group"][j] == PARKED:
-                    continue
+        n = int(obs["header"][H.COUNT])
+        for j, env in enumerate(obs["env_ids"][:n].tolist()):
+            if (sampler, env) not in self.open and obs["group"][j] != PARKED:
                 slot = lane.acquire_slot(self.pool)
                 if slot is None:
                     return False
                 self.start(slot, sampler, obs, j)
-                self.open[key] = slot
-            ep = self.pool.slots[slot]
-            t = int(ep["header"][H.COUNT])
-            ep["image"][t] = obs["image"][j]
-            ep["proprio"][t] = obs["proprio"][j]
-            ep["tokens"][t] = tokens[j]
-            ep["logp"][t] = logp[j]
-            ep["action"][t] = actions[j]
-            ep["reward"][t] = 0.0
-            ep["version"][t] = version
-            ep["header"][H.COUNT] = t + 1
+                self.open[(sampler, env)] = slot
+        rows, slots = self.open_rows(sampler, obs)
+        f = self.f
+        t = f["header"][slots, H.COUNT]
+        f["image"][slots, t] = obs["image"][rows]
+        f["proprio"][slots, t] = obs["proprio"][rows]
+        f["tokens"][slots, t] = tokens[rows]
+        f["logp"][slots, t] = logp[rows]
+        f["action"][slots, t] = actions[rows]
+        f["reward"][slots, t] = 0.0
+        f["version"][slots, t] = version
+        f["header"][slots, H.COUNT] = t + 1
         return True
 
     def start(self, slot: int, sampler: int, obs: dict, j: int) -> None:

@@ -1,10 +1,12 @@
 """A lane: one thread running one loop, timing its busy and waiting shares."""
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
 import traceback
+import weakref
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
@@ -13,17 +15,53 @@ from dvla_hpc.runtime.reports import LaneReport
 T = TypeVar("T")
 
 
-class SlotQueue:
-    """Bounded queue of slot ids between lanes: full means backpressure, never an allocation."""
+class WakePipe:
+    """A pipe whose read end turns readable when `notify` is called: lets a thread that waits on
+    file handles (worker pipes, via `multiprocessing.connection.wait`) also wake for a queue."""
 
-    def __init__(self, capacity: int, name: str):
+    def __init__(self):
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        weakref.finalize(self, _close_fds, self._read, self._write)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def notify(self) -> None:
+        try:
+            os.write(self._write, b"\0")
+        except BlockingIOError:  # the pipe is full, so it is readable already
+            pass
+
+    def clear(self) -> None:
+        try:
+            while os.read(self._read, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+class SlotQueue:
+    """Bounded queue of slot ids between lanes: full means backpressure, never an allocation.
+    A wakeable queue also has a `wake` handle, readable once a slot has been put since the last
+    `get_nowait`: its consumer can wait on it beside other file handles."""
+
+    def __init__(self, capacity: int, name: str, wakeable: bool = False):
         self.name = name
         self._q: queue.Queue[int] = queue.Queue(maxsize=capacity)
+        self.wake = WakePipe() if wakeable else None
 
     def put(self, slot: int, stop: threading.Event) -> bool:
         while not stop.is_set():
             try:
                 self._q.put(slot, timeout=0.05)
+                self._notify()
                 return True
             except queue.Full:
                 continue
@@ -32,13 +70,28 @@ class SlotQueue:
     def put_nowait(self, slot: int) -> bool:
         try:
             self._q.put_nowait(slot)
-            return True
         except queue.Full:
             return False
+        self._notify()
+        return True
+
+    def _notify(self) -> None:
+        if self.wake is not None:
+            self.wake.notify()
 
     def get(self, timeout: float) -> int | None:
         try:
             return self._q.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def get_nowait(self) -> int | None:
+        """A slot if one is queued. Clears the wake handle first, so a slot put after this call
+        always leaves it readable: waiting on it after a None never misses that slot."""
+        if self.wake is not None:
+            self.wake.clear()
+        try:
+            return self._q.get_nowait()
         except queue.Empty:
             return None
 

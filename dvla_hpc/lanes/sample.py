@@ -139,30 +139,41 @@ class SampleLane(Lane):
             self.run_async()
 
     def run_async(self) -> None:
-        """Each action slab steps its half, which ships again. A half whose envs flow control
-        has all parked rests until a newer version allows new groups."""
+        """Each action slab steps its half, which ships again once its envs are done. While a half
+        steps, the lane still takes the other half's action slab as soon as it comes (the env
+        wait wakes for it), so every worker has its next batch queued behind the one it is on.
+        A half whose envs flow control has all parked rests until a newer grant allows new groups."""
         resting = set(range(2)) - set(self.start_round())
-        for half in sorted(set(range(2)) - resting):
-            if not self.ship(half):
-                return
+        stepping = sorted(set(range(2)) - resting)  # halves whose envs are stepping
         while not self.stop.is_set():
-            with self.waiting():
-                slot = self.action_in.get(0.05)
-            shipping = []
+            if stepping:
+                done = self.first_stepped(stepping)
+                if done is not None:
+                    if not self.ship(stepping.pop(done)):
+                        return
+                    continue
+                slot = self.action_in.get_nowait()
+            else:
+                with self.waiting():
+                    slot = self.action_in.get(0.05)
             if slot is not None:
                 half = self.apply(slot)
                 if self.live[self.halves[half]].any():
-                    shipping.append(half)
+                    stepping.append(half)
                 else:
                     resting.add(half)
                     self.parked_halves += 1
             for half in sorted(resting):
                 if self.restart(half):
                     resting.discard(half)
-                    shipping.append(half)
-            for half in shipping:
-                if not self.ship(half):
-                    return
+                    stepping.append(half)
+
+    def first_stepped(self, halves: list[int]) -> int | None:
+        """Wait until one of the halves' live envs have all finished their step: its position
+        in `halves`; None if an action slab came first."""
+        with self.waiting():
+            return self.env.wait_any([ids[self.live[ids]] for ids in (self.halves[h] for h in halves)],
+                                     wake=self.action_in.wake)
 
     def may_start(self) -> bool:
         """Whether the next episode may begin: within the round's budget (sync mode) and, when it

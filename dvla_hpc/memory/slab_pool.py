@@ -40,6 +40,11 @@ class SlabLayout:
         return {f.name: raw[f.offset: f.offset + f.nbytes].view(f.dtype).reshape(f.shape)
                 for f in self.fields.values()}
 
+    def across(self, raw: np.ndarray, name: str) -> np.ndarray:
+        """One field of every slab of `raw` (slabs, nbytes): a (slabs, *shape) view, indexed by slot."""
+        f = self.fields[name]
+        return raw[:, f.offset: f.offset + f.nbytes].view(f.dtype).reshape(len(raw), *f.shape)
+
 
 class SlabPool:
     def __init__(self, layout: SlabLayout, count: int):
@@ -49,6 +54,7 @@ class SlabPool:
         self.count = count
         self.raw = DATA_PATH.host_bytes(f"slabs/{layout.kind}", (count, layout.nbytes))
         self.slots = [layout.views(self.raw[i]) for i in range(count)]
+        self.fields = {name: layout.across(self.raw, name) for name in layout.fields}  # [slot, ...]
         self._free = list(range(count - 1, -1, -1))
         self._cond = threading.Condition()
         self.high_water = 0

@@ -68,7 +68,7 @@ class LearnPorts:
 
 def sim_ports(bp: Blueprint) -> SimPorts:
     return SimPorts(SlabPool(bp.obs_layout, 3), SlotQueue(3, "observations"),
-                    SlabPool(bp.action_layout, 3), SlotQueue(3, "actions"))
+                    SlabPool(bp.action_layout, 3), SlotQueue(3, "actions", wakeable=True))
 
 
 def infer_ports(bp: Blueprint, samplers: int) -> InferPorts:
