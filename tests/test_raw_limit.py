@@ -42,6 +42,19 @@ def test_steady_window_leaves_out_warmup():
     assert steady_from_points([(0.0, 0), (5.0, 10)], warmup_s=1.0)["frames_per_second"] is None
 
 
+def test_sample_factory_gets_the_dvla_configs_workers_and_envs():
+    from dvla_hpc.bench.reacher import REPO, envs_of
+
+    config = str(REPO / "configs" / "reacher_pixels.yaml")
+    workers, envs = envs_of(config, [])
+    assert workers >= 1 and envs >= 1
+    assert envs_of(config, ["env.envs_per_sampler=12", "env.workers_per_sampler=3"]) == (3, 4)
+    with pytest.raises(SystemExit, match="split evenly"):
+        envs_of(config, ["env.envs_per_sampler=10", "env.workers_per_sampler=3"])
+    with pytest.raises(SystemExit, match="split evenly"):
+        envs_of(config, ["env.workers_per_sampler=0"])
+
+
 def test_worker_cost_charges_each_way_the_cpu_of_its_own_processes():
     """The worker way's frames are rendered in the workers: they, not the parent, carry their CPU."""
     from dvla_hpc.bench.worker_cost import measure

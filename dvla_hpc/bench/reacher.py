@@ -5,9 +5,10 @@
 In sequence on this machine, all with the same env (make_rendering_gym_env("Reacher-v5", 64): same
 rendering settings, no frame skip, 50-step episodes):
   1. the raw limit: 2 processes stepping + rendering one env each with random actions, no learning;
-  2. Sample Factory 2.1.1 APPO (async, CPU, 2 rollout workers x 8 envs) in .venv-sf/ (built on first
-     use by dvla_hpc.bench.sample_factory_venv), for --seconds of training;
-  3. dvla_hpc with configs/reacher_pixels.yaml (2 env workers x 16 envs) for --seconds of wall clock.
+  2. Sample Factory 2.1.1 APPO (async, CPU) in .venv-sf/ (built on first use by
+     dvla_hpc.bench.sample_factory_venv), for --seconds of training, with the same env worker
+     processes and envs as the dvla_hpc config (configs/reacher_pixels.yaml: 2 x 32);
+  3. dvla_hpc with that config for --seconds of wall clock.
 Learning runs are compared on steady-state env frames/s: the slope of the frame counter over the
 window from `warmup` seconds after the first counted frames to the last 5-second report (SF's "Fps
 is" log lines; dvla_hpc's "lanes" lines in metrics.jsonl), so start-up is left out of both.
@@ -155,7 +156,18 @@ def run_raw(out: Path, seconds: float, timeout_slack: float) -> dict:
     return result
 
 
-def run_sample_factory(out: Path, seconds: float, warmup_s: float, timeout_slack: float) -> dict:
+def envs_of(config: str, overrides: list[str]) -> tuple[int, int]:
+    """(env worker processes, envs each) of the dvla_hpc run: Sample Factory gets the same."""
+    from dvla_hpc.config.loader import load_config
+    env = load_config(config, overrides).env
+    if env.workers_per_sampler < 1 or env.envs_per_sampler % env.workers_per_sampler:
+        raise SystemExit(f"{config}: the comparison needs env.envs_per_sampler ({env.envs_per_sampler}) "
+                         f"split evenly over env.workers_per_sampler ({env.workers_per_sampler}) >= 1")
+    return env.workers_per_sampler, env.envs_per_sampler // env.workers_per_sampler
+
+
+def run_sample_factory(out: Path, seconds: float, warmup_s: float, timeout_slack: float,
+                       envs: tuple[int, int]) -> dict:
     from dvla_hpc.bench.sample_factory_venv import VenvError, ensure_venv, venv_python
 
     try:
@@ -167,7 +179,8 @@ def run_sample_factory(out: Path, seconds: float, warmup_s: float, timeout_slack
     shutil.rmtree(run_dir, ignore_errors=True)
     result_path = run_dir / "result.json"
     cmd = [str(venv_python()), "-m", "dvla_hpc.bench.sample_factory_side", "--out", str(run_dir),
-           "--result", str(result_path), "--seconds", f"{seconds:g}", "--warmup", f"{warmup_s:g}"]
+           "--result", str(result_path), "--seconds", f"{seconds:g}", "--warmup", f"{warmup_s:g}",
+           "--num-workers", str(envs[0]), "--envs-per-worker", str(envs[1])]
     run = run_logged("sample_factory", cmd, out / "sample_factory.log", seconds + timeout_slack)
     result = {"run": run, "venv": stamp.get("versions")}
     if result_path.exists():
@@ -265,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "reacher.json"
     config = str((REPO / args.config) if not Path(args.config).is_absolute() else Path(args.config))
+    envs = envs_of(config, args.overrides)
 
     results: dict = {
         "benchmark": "Reacher-v5 from 64x64 pixels: raw limit vs Sample Factory 2.1.1 APPO vs dvla_hpc",
@@ -272,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "settings": {"seconds": args.seconds, "raw_seconds": args.raw_seconds, "warmup_s": warmup,
                      "env": "make_rendering_gym_env('Reacher-v5', 64)", "frameskip": 1,
-                     "env_processes": 2, "sample_factory_envs_per_worker": 8, "config": args.config,
+                     "env_processes": envs[0], "envs_per_process": envs[1], "config": args.config,
                      "overrides": args.overrides, "subprocess_env": SUBPROCESS_ENV},
         "load_average": {},
     }
@@ -284,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
 
     steps = [("raw_limit", lambda: run_raw(out, args.raw_seconds, args.timeout_slack))]
     if not args.skip_sf:
-        steps.append(("sample_factory", lambda: run_sample_factory(out, args.seconds, warmup, args.timeout_slack)))
+        steps.append(("sample_factory", lambda: run_sample_factory(out, args.seconds, warmup, args.timeout_slack,
+                                                                             envs)))
     steps.append(("dvla_hpc", lambda: run_dvla(out, args.seconds, warmup, config, args.overrides,
                                                args.timeout_slack)))
     for name, step in steps:
