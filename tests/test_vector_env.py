@@ -95,14 +95,14 @@ def test_a_wait_returns_early_when_its_wake_handle_turns_readable():
     with VectorEnv("debug_faulty", kwargs, 2, 1) as vec:
         ids = np.arange(2)
         vec.reset_async(ids, np.array([10, 11]))
-        assert vec.wait(ids, wake=wake)
+        assert vec.wait_any([ids], wake=wake) == 0
         vec.step_async(ids, np.zeros((2, 2)), np.array([20, 21]))
         threading.Timer(0.2, wake.notify).start()
         started = time.monotonic()
-        assert not vec.wait(ids, wake=wake)  # env 0 sleeps 2 s in this step
+        assert vec.wait_any([ids], wake=wake) is None  # env 0 sleeps 2 s in this step
         assert time.monotonic() - started < 1.5
         wake.clear()
-        assert vec.wait(ids, wake=wake)
+        assert vec.wait_any([ids], wake=wake) == 0
         assert list(vec.episode_step) == [1, 1]
 
 

@@ -125,15 +125,14 @@ class VectorEnv:
         ops = np.where(self._lost[ids], OP_FAILED_RESET, OP_STEP).astype(np.uint8)
         self._dispatch(ids, ops, self._checked_seeds(reset_seeds, len(ids), "reset_seeds"), actions)
 
-    def wait(self, env_ids: np.ndarray | None = None, wake=None) -> bool:
-        """Block until every env in env_ids (default: all) has its latest result in the buffers,
-        or until `wake` (anything with a fileno, such as a `WakePipe`) turns readable first:
-        whether the envs are done."""
-        return self.wait_any([np.arange(self.num_envs) if env_ids is None else env_ids], wake) == 0
+    def wait(self, env_ids: np.ndarray | None = None) -> None:
+        """Block until every env in env_ids (default: all) has its latest result in the buffers."""
+        self.wait_any([np.arange(self.num_envs) if env_ids is None else env_ids])
 
     def wait_any(self, groups: list[np.ndarray], wake=None) -> int | None:
         """Block until every env of one of the groups has its latest result: the first such
-        group's index; None if `wake` turned readable first."""
+        group's index; None if `wake` (anything with a fileno, such as a `WakePipe`) turned
+        readable first."""
         if self._closed:
             raise RuntimeError("VectorEnv is closed")
         groups = [self._checked_ids(ids, allow_in_flight=True) for ids in groups]

@@ -23,7 +23,7 @@ class EpisodeAssembler:
         self.max_steps = max_steps
         self.open: dict[tuple[int, int], int] = {}
         self.next_episode_id = 0
-        self.f = pool.fields
+        self.fields = pool.fields
 
     def open_rows(self, sampler: int, obs: dict) -> tuple[np.ndarray, np.ndarray]:
         """(rows of the slab, their episodes' slots) for the slab's envs that have an open episode."""
@@ -41,7 +41,7 @@ class EpisodeAssembler:
         rows, slots = self.open_rows(sampler, obs)
         if not len(rows):
             return 0
-        f = self.f
+        f = self.fields
         last = f["header"][slots, H.COUNT] - 1
         f["reward"][slots, last] = obs["reward"][rows]
         f["env_steps"][slots, last] = obs["env_steps"][rows]
@@ -61,8 +61,7 @@ class EpisodeAssembler:
 
     def record_step(self, sampler: int, obs: dict, tokens: np.ndarray, logp: np.ndarray,
                     actions: np.ndarray, version: int, lane: Lane) -> bool:
-        n = int(obs["header"][H.COUNT])
-        for j, env in enumerate(obs["env_ids"][:n].tolist()):
+        for j, env in enumerate(obs["env_ids"][: int(obs["header"][H.COUNT])].tolist()):
             if (sampler, env) not in self.open and obs["group"][j] != PARKED:
                 slot = lane.acquire_slot(self.pool)
                 if slot is None:
@@ -70,7 +69,7 @@ class EpisodeAssembler:
                 self.start(slot, sampler, obs, j)
                 self.open[(sampler, env)] = slot
         rows, slots = self.open_rows(sampler, obs)
-        f = self.f
+        f = self.fields
         t = f["header"][slots, H.COUNT]
         f["image"][slots, t] = obs["image"][rows]
         f["proprio"][slots, t] = obs["proprio"][rows]

@@ -37,8 +37,8 @@ class SlabLayout:
         self.nbytes = offset
 
     def views(self, raw: np.ndarray) -> dict[str, np.ndarray]:
-        return {f.name: raw[f.offset: f.offset + f.nbytes].view(f.dtype).reshape(f.shape)
-                for f in self.fields.values()}
+        """Every field of one slab's bytes `raw` (nbytes,)."""
+        return {name: self.across(raw[None], name)[0] for name in self.fields}
 
     def across(self, raw: np.ndarray, name: str) -> np.ndarray:
         """One field of every slab of `raw` (slabs, nbytes): a (slabs, *shape) view, indexed by slot."""
