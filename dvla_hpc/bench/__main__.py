@@ -17,6 +17,7 @@ BENCHMARKS = {
     "faults": "faults done to jobs: hung and killed ranks, whole-job kills with resume, env faults, bad input",
     "checkpoint_stall": "infer lanes' serving rate while checkpoints are written against otherwise",
     "worker_cost": "CPU per frame of env workers against the raw loop, llvmpipe threads on and off",
+    "gil_contention": "the infer lane's cost alone, beside a learner thread and beside a learner process",
     "libero_steps": "LIBERO steps/s on one core: bare OffScreenRenderEnv vs VectorEnv, fast_render on/off",
 }
 

@@ -9,6 +9,7 @@ workers) per env step. The model of ../shared/DESIGN.md then gives:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -120,8 +121,10 @@ def infer_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device)
     return LaneCost(clock.wall / steps, clock.cpu / steps, steps)
 
 
-def learn_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device) -> LaneCost:
-    """`GRPOLearner.update` on full-length synthetic groups: seconds per env step trained."""
+def learn_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device,
+               ready: Callable[[], None] | None = None) -> LaneCost:
+    """`GRPOLearner.update` on full-length synthetic groups: seconds per env step trained.
+    `ready` is called once the learner is built and warm, just before the timed updates."""
     learn = cfg.learn
     pool = SlabPool(bp.episode_layout, learn.groups_per_update * learn.group_size)
     rng = np.random.default_rng(0)
@@ -137,6 +140,8 @@ def learn_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device)
               for g in range(learn.groups_per_update)]
     learner = assembly.build_learner(bp, device)
     learner.update(groups)
+    if ready is not None:
+        ready()
     steps = 0
     with CpuClock() as clock:
         while time.perf_counter() - clock.t0 < seconds:

@@ -243,8 +243,9 @@ def image_patches(bp: Blueprint) -> int:
 def encoder_elements(bp: Blueprint) -> int:
     """Per sample, what the image encoder keeps for backward (at inference, its intermediates
     live no longer, so this bounds its peak there too). film_keypoints, c channels over H*W pixels
-    and P patches: 5*c*H*W (mixer output, FiLM-ed features, spatial softmax, relu, and the
-    relu's copy in patch order) + 2*c*P (patchify, relu) + P*width (projection). conv: each stack layer's output, then 2*c*P + P*width likewise.
+    and P patches: 3*H*W (the pixels as floats) + 3*c*H*W (spatial softmax, relu, and the relu's
+    copy in patch order) + 2*c*P (patchify, relu) + P*width (projection). conv: each stack
+    layer's output, then 2*c*P + P*width likewise.
     Each camera's frame goes through the encoder."""
     m, cameras = bp.cfg.model, len(bp.spec.cameras)
     size = bp.spec.image_shape[0]
@@ -256,7 +257,9 @@ def encoder_elements(bp: Blueprint) -> int:
             pixels += out * size * size
             channels = out
         return cameras * (pixels + 2 * channels * patches + patches * m.width)
-    return cameras * (5 * m.encoder_channels * size * size + 2 * m.encoder_channels * patches + patches * m.width)
+    pixels = size * size
+    return cameras * ((3 + 3 * m.encoder_channels) * pixels + 2 * m.encoder_channels * patches
+                      + patches * m.width)
 
 
 def training_activation_bytes(bp: Blueprint, batch: int, bytes_per_activation: int = 4) -> int:
