@@ -23,3 +23,15 @@ def test_infer_is_timed_alone_beside_a_learner_thread_and_beside_a_learner_proce
     thread, process = found["runs"]["learner thread"], found["runs"]["learner process"]
     assert found["infer_cost_of_shared_gil"] == pytest.approx(
         thread["infer_ms_per_step"] / process["infer_ms_per_step"] - 1)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the planted failure
+def test_a_learner_that_dies_before_it_is_warm_is_reported_at_once(monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("planted learner failure")
+
+    monkeypatch.setattr(gil_contention, "learn_cost", broken)
+    cfg = gil_contention.load_config("configs/quickstart.yaml", TINY)
+    with pytest.raises(RuntimeError, match="the learner thread ended before it was warm"):
+        gil_contention.beside_thread(cfg, gil_contention.Blueprint.from_config(cfg), 0.5)

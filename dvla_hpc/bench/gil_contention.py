@@ -13,6 +13,8 @@ import argparse
 import multiprocessing as mp
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,6 +36,16 @@ def learner_in_process(config: str, overrides: list[str], seconds: float, ready,
     results.put((cost.wall_per_step, cost.cpu_per_step, cost.steps))
 
 
+def wait_until_warm(ready, alive: Callable[[], bool], what: str) -> None:
+    """Until the learner says it is warm; an error at once if it ended first, or after the timeout."""
+    deadline = time.monotonic() + WARM_LEARNER_TIMEOUT_S
+    while not ready.wait(0.2):
+        if not alive():
+            raise RuntimeError(f"the learner {what} ended before it was warm (see its traceback above)")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the learner {what} was not warm within {WARM_LEARNER_TIMEOUT_S} s")
+
+
 def beside_thread(cfg: Config, bp: Blueprint, seconds: float) -> tuple[LaneCost, LaneCost]:
     ready, found = threading.Event(), []
 
@@ -42,8 +54,7 @@ def beside_thread(cfg: Config, bp: Blueprint, seconds: float) -> tuple[LaneCost,
 
     learner = threading.Thread(target=train, name="learner", daemon=True)
     learner.start()
-    if not ready.wait(WARM_LEARNER_TIMEOUT_S):
-        raise RuntimeError(f"the learner thread was not warm within {WARM_LEARNER_TIMEOUT_S} s")
+    wait_until_warm(ready, learner.is_alive, "thread")
     infer = infer_cost(cfg, bp, seconds, CPU)
     learner.join()
     return infer, found[0]
@@ -56,10 +67,11 @@ def beside_process(cfg: Config, bp: Blueprint, seconds: float, config: str,
     learner = ctx.Process(target=learner_in_process, args=(config, overrides, seconds + 1, ready, results),
                           name="learner", daemon=True)
     learner.start()
-    if not ready.wait(WARM_LEARNER_TIMEOUT_S):
+    try:
+        wait_until_warm(ready, learner.is_alive, "process")
+    except RuntimeError:
         learner.kill()
-        raise RuntimeError(f"the learner process was not warm within {WARM_LEARNER_TIMEOUT_S} s "
-                           f"(exit code {learner.exitcode})")
+        raise
     infer = infer_cost(cfg, bp, seconds, CPU)
     found = LaneCost(*results.get(timeout=WARM_LEARNER_TIMEOUT_S))
     learner.join()
