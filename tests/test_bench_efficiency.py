@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from dvla_hpc.bench.efficiency import steps_to_threshold
+from dvla_hpc.bench.efficiency import compare, seed_runs, steps_to_threshold
 from dvla_hpc.lanes.learn import RunProgress
 from dvla_hpc.config.schema import Config
 from dvla_hpc.runtime.supervise import reached_success, stop_reason
@@ -43,3 +43,29 @@ def test_stop_reason_names_what_ended_the_run():
     assert stop_reason(cfg, progress, 10.0) == "success"
     progress.env_steps = 1000
     assert stop_reason(cfg, progress, 10.0) == "env steps"
+
+
+def test_only_the_first_seeds_async_run_goes_past_the_threshold():
+    runs = [seed_runs("configs/quickstart.yaml", ["learn.lr=0.001"], 0.8, seed, ["sync", "async"], 300, 900)
+            for seed in range(2)]
+    for seed, by_mode in enumerate(runs):
+        for args in by_mode.values():
+            assert f"run.seed={seed}" in args and "learn.lr=0.001" in args
+        assert "run.stop_at_success=0.8" in by_mode["sync"] and "run.wall_clock_limit_s=900" in by_mode["sync"]
+    assert not any(a.startswith("run.stop_at_success") for a in runs[0]["async"])
+    assert "run.stop_at_success=0.8" in runs[1]["async"]
+    assert list(seed_runs("c.yaml", [], 0.8, 0, ["async"], 300, 900)) == ["async"]
+
+
+def test_the_comparison_is_the_ratio_of_mean_steps_over_seeds_both_modes_finished():
+    def run(steps, rate):
+        return {"steps_to_threshold": steps, "env_steps_per_second": rate}
+    seeds = [{"sync": run(10_000, 100.0), "async": run(14_000, 120.0)},
+             {"sync": run(12_000, 90.0), "async": run(12_000, 95.0)},
+             {"sync": run(9_000, 100.0), "async": run(None, 100.0)}]  # async never got there: left out
+    c = compare(seeds)
+    assert c["seeds_compared"] == 2
+    assert c["async_steps_over_sync"] == 26_000 / 22_000
+    assert c["per_seed_async_steps_over_sync"] == [1.4, 1.0]
+    assert c["async_rate_over_sync"] == 1.2  # seed 0's long async run against its sync run
+    assert compare([{"sync": run(None, 1.0)}]) == {"seeds_compared": 0}

@@ -63,3 +63,20 @@ def test_worker_cost_charges_each_way_the_cpu_of_its_own_processes():
     assert set(found) == {"raw_loop", "inline", "workers", "parent_of_workers"}
     assert min(found["raw_loop"], found["inline"], found["workers"]) > 0.3  # a rendered frame costs ~1.5 ms
     assert found["parent_of_workers"] < found["workers"] / 3
+
+
+def test_the_shared_work_bound_adds_the_conv_stacks_cost_to_the_raw_limits():
+    from dvla_hpc.bench.reacher import compute_ratios
+    from dvla_hpc.bench.shared_work import measure
+
+    raw = {"frames_per_second": 2000.0, "per_process": [{"frames_per_second": 800.0}, {"frames_per_second": 1200.0}]}
+    bound = measure(raw, 64, act_batch=8, train_batch=32, cores=2, seconds=0.2)
+    assert bound["env_ms_per_frame"] == pytest.approx(1.0)  # 2 processes, 2,000 frames/s together
+    assert 0 < bound["act_ms_per_frame"] < bound["train_ms_per_frame"]  # backward costs more than acting
+    assert bound["cpu_ms_per_frame"] == pytest.approx(1.0 + bound["act_ms_per_frame"] + bound["train_ms_per_frame"])
+    assert bound["frames_per_second"] == pytest.approx(2e3 / bound["cpu_ms_per_frame"])
+    assert bound["frames_per_second"] < 2000.0
+    ratios = compute_ratios({"raw_limit": raw, "sample_factory": {"frames_per_second": 500.0},
+                             "dvla_hpc": {"frames_per_second": 600.0}, "shared_work": bound})
+    assert ratios["dvla_hpc_of_shared_work_bound"] == pytest.approx(600.0 / bound["frames_per_second"], abs=1e-4)
+    assert ratios["dvla_hpc_over_sample_factory"] == 1.2

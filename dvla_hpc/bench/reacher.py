@@ -8,7 +8,9 @@ rendering settings, no frame skip, 50-step episodes):
   2. Sample Factory 2.1.1 APPO (async, CPU) in .venv-sf/ (built on first use by
      dvla_hpc.bench.sample_factory_venv), for --seconds of training, with the same env worker
      processes and envs as the dvla_hpc config (configs/reacher_pixels.yaml: 2 x 32);
-  3. dvla_hpc with that config for --seconds of wall clock.
+  3. dvla_hpc with that config for --seconds of wall clock;
+  4. the shared-work bound (bench/shared_work.py): the raw limit's CPU per frame plus the conv
+     stack's, acting and training, which every framework pays; cores / that bounds any of them.
 Learning runs are compared on steady-state env frames/s: the slope of the frame counter over the
 window from `warmup` seconds after the first counted frames to the last 5-second report (SF's "Fps
 is" log lines; dvla_hpc's "lanes" lines in metrics.jsonl), so start-up is left out of both.
@@ -241,6 +243,14 @@ def print_table(results: dict) -> None:
     ratio = results.get("ratios", {}).get("dvla_hpc_over_sample_factory")
     if ratio is not None:
         print(f"dvla_hpc / Sample Factory (steady frames/s): {ratio:.2f}x")
+    bound = results.get("shared_work")
+    if bound:
+        shares = ", ".join(f"{label} {100 * results['ratios'][key]:.0f}%" for key, label in
+                           (("sample_factory_of_shared_work_bound", "Sample Factory"),
+                            ("dvla_hpc_of_shared_work_bound", "dvla_hpc")) if key in results["ratios"])
+        print(f"shared-work bound: {bound['frames_per_second']:.0f} frames/s on {bound['cores']} cores "
+              f"(env {bound['env_ms_per_frame']:.3f} + conv act {bound['act_ms_per_frame']:.3f} + conv train "
+              f"{bound['train_ms_per_frame']:.3f} CPU-ms a frame); {shares}")
 
 
 def compute_ratios(results: dict) -> dict:
@@ -255,7 +265,24 @@ def compute_ratios(results: dict) -> dict:
             ratios["dvla_hpc_of_raw"] = round(dvla / raw, 4)
     if sf and dvla is not None:
         ratios["dvla_hpc_over_sample_factory"] = round(dvla / sf, 4)
+    bound = results.get("shared_work", {}).get("frames_per_second")
+    if bound:
+        for key, fps in (("sample_factory", sf), ("dvla_hpc", dvla)):
+            if fps is not None:
+                ratios[f"{key}_of_shared_work_bound"] = round(fps / bound, 4)
     return ratios
+
+
+def shared_work(results: dict, config: str, overrides: list[str]) -> dict | None:
+    """The shared-work bound, from this run's raw limit (None if the raw limit failed)."""
+    from dvla_hpc.bench.shared_work import measure
+    from dvla_hpc.config.loader import load_config
+    raw = results.get("raw_limit", {})
+    if not raw.get("per_process"):
+        return None
+    cfg = load_config(config, overrides)
+    return measure(raw, cfg.env.image_size, cfg.env.envs_per_sampler // 2, cfg.learn.minibatch_size,
+                   len(os.sched_getaffinity(0)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{name}] FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         save()
     results["load_average"]["end"] = load_average()
+    bound = shared_work(results, config, args.overrides)
+    if bound is not None:
+        results["shared_work"] = bound
     save()
     print_table(results)
     print(f"wrote {report_path}")

@@ -20,7 +20,12 @@ def tokenize(text: str, vocab_size: int, max_tokens: int) -> np.ndarray:
 
 
 def tokenize_catalogue(instructions: tuple[str, ...], vocab_size: int, max_tokens: int) -> torch.Tensor:
-    return torch.from_numpy(np.stack([tokenize(t, vocab_size, max_tokens) for t in instructions]))
+    """(instructions, width) token ids, width the longest instruction's length (at least 1): the
+    policy masks padding, so a column that is padding in every instruction would only cost
+    attention and feed-forward work on every sample."""
+    ids = np.stack([tokenize(t, vocab_size, max_tokens) for t in instructions])
+    width = max(1, int((ids != PAD).sum(1).max()))
+    return torch.from_numpy(np.ascontiguousarray(ids[:, :width]))
 
 
 class ActionBins:
