@@ -5,7 +5,7 @@ allocation with the plan's learn-rank figure.
     python -m dvla_hpc.bench memory_fit [--out DIR] [key=value ...]   (e.g. model.preset=1b run.device=cuda)
 
 On a GPU the peak is torch's `max_memory_allocated`; on the CPU it is the growth of the process's
-peak RSS (ru_maxrss), a coarser figure."""
+peak RSS (VmHWM), a coarser figure."""
 from __future__ import annotations
 
 import argparse
@@ -49,6 +49,13 @@ def synthetic_groups(bp: Blueprint, version: int) -> tuple[SlabPool, list]:
 def peak_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec, so a child of a large
+    # process (pytest, by the time it runs this) starts from its parent's size and shows no growth.
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -86,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
                "measured_over_predicted": round(measured / predicted, 3), "rows": plan.rows,
                "seconds": round(time.perf_counter() - t0, 1), "updates": args.updates,
                "peak_source": ("torch.cuda.max_memory_allocated" if device.type == "cuda"
-                               else "ru_maxrss growth")}
+                               else "peak RSS (VmHWM) growth")}
     print(f"{cfg.model.preset} on {device}: plan {predicted / MIB:,.0f} MiB, measured peak "
           f"{measured / MIB:,.0f} MiB ({results['measured_over_predicted']:.2f} of the plan)")
     out = Path(args.out)
