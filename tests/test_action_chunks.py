@@ -66,4 +66,6 @@ def test_a_chunked_run_calls_the_policy_once_per_chunk(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["env_steps"] >= 1200
     assert summary["lanes"]["sample"]["env_steps"] >= summary["env_steps"]
-    assert 0.2 <= summary["inference_per_env_step"] <= 0.3  # 7 calls for 25 steps; fewer on early successes
+    # ceil(L / 4) calls for an L-step episode: 7 for 25 steps (0.28), a little more per step on early
+    # successes; once per step would be 1.0, once per two steps 0.5
+    assert 0.25 <= summary["inference_per_env_step"] <= 0.35

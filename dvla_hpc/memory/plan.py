@@ -267,10 +267,13 @@ def training_activation_bytes(bp: Blueprint, batch: int, bytes_per_activation: i
     set. B = batch, T = `token_count`, w = width, f = ff_mult * w, h = heads, L = depth,
     A = action dims, b = bytes_per_activation:
 
-        B * b * [ L * T * (8 w + f)          kept per layer: two LayerNorm inputs and outputs, q/k/v,
-                                             attention output, feed-forward hidden (attention
+        B * b * [ (L - 1) * T * (8 w + f)    kept per inner layer: two LayerNorm inputs and outputs,
+                                             q/k/v, attention output, feed-forward hidden (attention
                                              scores are not kept: SDPA's fused kernels save a
                                              log-sum-exp, on CPU and CUDA alike)
+                  + 4 T w + A * (4 w + f)    the last layer, which runs only the A action queries
+                                             (VLAPolicy.attend): its first LayerNorm and k/v span
+                                             every token, the rest only the queries
                   + T * (4 w + 2 f) + 2 h T^2  one layer's backward: activation gradients, and
                                              the scores in case attention falls back to the math path
                   + 4 T w                    token assembly (embeddings, positions, concat)
@@ -280,8 +283,10 @@ def training_activation_bytes(bp: Blueprint, batch: int, bytes_per_activation: i
     """
     m = bp.cfg.model
     t, w, f = token_count(bp), m.width, m.ff_mult * m.width
-    trunk = m.depth * t * (8 * w + f) + t * (4 * w + 2 * f) + 2 * m.heads * t * t
-    per_sample = trunk + 4 * t * w + bp.spec.action_dim * (2 * w + 2 * m.action_bins) + encoder_elements(bp)
+    a = bp.spec.action_dim
+    trunk = ((m.depth - 1) * t * (8 * w + f) + 4 * t * w + a * (4 * w + f)
+             + t * (4 * w + 2 * f) + 2 * m.heads * t * t)
+    per_sample = trunk + 4 * t * w + a * (2 * w + 2 * m.action_bins) + encoder_elements(bp)
     return batch * (bytes_per_activation * per_sample + 4 * math.prod(bp.spec.frames_shape))
 
 

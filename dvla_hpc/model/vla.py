@@ -40,6 +40,7 @@ class VLAPolicy(nn.Module):
         layer = nn.TransformerEncoderLayer(
             cfg.width, cfg.heads, dim_feedforward=cfg.width * cfg.ff_mult, dropout=0.0,
             batch_first=True, norm_first=True)
+        # the layers and their state-dict names; `attend` runs them, the last one trimmed
         self.trunk = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.width)
         self.action_head = nn.Linear(cfg.width, cfg.action_bins)
@@ -60,8 +61,21 @@ class VLAPolicy(nn.Module):
         tokens = torch.cat([queries, proprio_token, word_tokens, image_tokens], dim=1)
         padding = torch.zeros(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         padding[:, self.action_dim + 1: self.action_dim + 1 + words.shape[1]] = words == 0
-        hidden = self.trunk(tokens, src_key_padding_mask=padding)
-        return self.action_head(self.norm(hidden[:, : self.action_dim]))
+        return self.action_head(self.norm(self.attend(tokens, padding)))
+
+    def attend(self, tokens: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """The trunk's output at the action queries (B, action_dim, width), the only positions
+        read. Its last layer computes just those: queries from them, keys and values from every
+        token, so the result equals the whole trunk's there, for a fraction of that layer's
+        attention and feed-forward (all of the trunk's at depth 1)."""
+        *inner, last = self.trunk.layers
+        for layer in inner:
+            tokens = layer(tokens, src_key_padding_mask=padding)
+        a = self.action_dim
+        normed = last.norm1(tokens)
+        attended = last.self_attn(normed[:, :a], normed, normed, key_padding_mask=padding, need_weights=False)[0]
+        x = tokens[:, :a] + attended
+        return x + last.linear2(last.activation(last.linear1(last.norm2(x))))
 
     def encode_cameras(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Every camera's patch tokens (B, cameras * patches, width), each with its position (and

@@ -46,7 +46,8 @@ def build_summary(progress: RunProgress, wall_seconds: float, lanes: dict, *, mo
         "mode": mode, "world_size": world_size, "layout": layout, "stopped_by": stopped_by,
         "policy_version": policy_version, "versions_skipped": versions_skipped,
         "weight_swaps": counter("infer", "weight_swaps"),
-        "inference_per_env_step": round(counter("infer", "observations") / max(progress.env_steps, 1), 4),
+        # both counters cover every env step run, episodes still open at the end included
+        "inference_per_env_step": round(counter("infer", "observations") / max(counter("sample", "env_steps"), 1), 4),
         "worker_restarts": counter("sample", "worker_restarts"),
         "trajectories_written": counter("record", "written"),
         "weight_bytes": weight_bytes, "learners": learners, "replica_checks": replica_checks,
