@@ -80,3 +80,18 @@ def test_the_shared_work_bound_adds_the_conv_stacks_cost_to_the_raw_limits():
                              "dvla_hpc": {"frames_per_second": 600.0}, "shared_work": bound})
     assert ratios["dvla_hpc_of_shared_work_bound"] == pytest.approx(600.0 / bound["frames_per_second"], abs=1e-4)
     assert ratios["dvla_hpc_over_sample_factory"] == 1.2
+
+
+def test_rounds_alternate_who_goes_first_and_report_the_median_ratio():
+    from dvla_hpc.bench.reacher import median_ratios, round_order
+
+    assert round_order(0, skip_sf=False) == ["raw_limit", "sample_factory", "dvla_hpc"]
+    assert round_order(1, skip_sf=False) == ["raw_limit", "dvla_hpc", "sample_factory"]
+    assert round_order(1, skip_sf=True) == ["raw_limit", "dvla_hpc"]
+    rounds = [{"ratios": {"dvla_hpc_over_sample_factory": x, "dvla_hpc_of_raw": 0.5}} for x in (1.3, 0.9, 1.1)]
+    rounds.append({"ratios": {"dvla_hpc_of_raw": 0.7}})  # a round whose Sample Factory run failed
+    ratios = median_ratios(rounds)
+    assert ratios["dvla_hpc_over_sample_factory"] == 1.1
+    assert ratios["dvla_hpc_over_sample_factory_range"] == [0.9, 1.3]
+    assert ratios["dvla_hpc_of_raw"] == 0.5 and ratios["dvla_hpc_of_raw_range"] == [0.5, 0.7]
+    assert median_ratios([{"ratios": {"dvla_hpc_of_raw": 0.6}}]) == {"dvla_hpc_of_raw": 0.6}

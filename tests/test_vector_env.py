@@ -1,8 +1,9 @@
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
-from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 import pytest
@@ -200,21 +201,50 @@ def test_an_env_whose_episodes_keep_faulting_surfaces_naming_it(num_workers):
         assert info.value.env_id == 0 or num_workers == 2
 
 
-def test_close_unlinks_shared_memory_and_stops_workers():
+def test_the_shared_block_is_anonymous_and_close_releases_it_and_stops_workers():
     vec = VectorEnv("tabletop_reach", SMALL, 2, 2)
-    name, pids = vec.shm_name, vec.worker_pids()
+    path, pids = vec.shared_block_path, vec.worker_pids()
+    assert os.readlink(path).startswith("/memfd:")  # never named in /dev/shm: nothing to leak
     view = vec.image  # a caller still holding a view must not stop close()
     vec.close()
     vec.close()
+    assert vec.shared_block_path is None
     with pytest.raises(FileNotFoundError):
-        SharedMemory(name=name)
+        open(path, "rb")
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     with pytest.raises(RuntimeError, match="closed"):
         vec.step_async(np.arange(2), np.zeros((2, 2)), np.zeros(2, np.int64))
-    view[0, 0, 0, 0, 0] = 7  # still mapped, just no longer named
+    view[0, 0, 0, 0, 0] = 7  # still mapped, just closed to new workers
     assert view[0, 0, 0, 0, 0] == 7
+
+
+def test_workers_of_a_killed_parent_exit():
+    parent = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         "from dvla_hpc.envs.vector import VectorEnv\n"
+         f"vec = VectorEnv('tabletop_reach', {SMALL!r}, 2, 2)\n"
+         "print(*vec.worker_pids(), flush=True)\n"
+         "time.sleep(300)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(pids) == 2
+    finally:
+        parent.kill()  # as MPI_Abort or the OOM killer would: close() never runs
+        parent.wait()
+    deadline = time.monotonic() + 30
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if os.path.exists(f"/proc/{pid}") and _state(pid) != "Z"]
+        time.sleep(0.1)
+    assert not pids, f"workers {pids} outlived their killed parent"
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
 
 
 def test_workers_run_at_the_niceness_asked_for_and_a_restarted_one_too():
@@ -231,7 +261,7 @@ def test_workers_run_at_the_niceness_asked_for_and_a_restarted_one_too():
 
 def test_inline_buffers_are_plain_arrays_with_the_spec_shapes():
     with VectorEnv("tabletop_reach", SMALL, 3, 0) as vec:
-        assert vec.shm_name is None and vec.worker_pids() == []
+        assert vec.shared_block_path is None and vec.worker_pids() == []
         assert vec.image.shape == (3, 1, 32, 32, 3) and vec.image.dtype == np.uint8
         assert vec.proprio.shape == (3, vec.spec.proprio_dim) and vec.proprio.dtype == np.float32
         vec.reset_async(np.array([2]), np.array([9]))

@@ -1,6 +1,6 @@
 """Benchmark: Sample Factory 2.1.1 APPO vs dvla_hpc on gymnasium Reacher-v5 from 64x64 pixels, with the raw limit.
 
-    python -m dvla_hpc.bench reacher [--out bench_out/reacher] [--seconds 150] [--raw-seconds 20] [--skip-sf]
+    python -m dvla_hpc.bench reacher [--out bench_out/reacher] [--seconds 150] [--raw-seconds 20] [--rounds 1] [--skip-sf]
 
 In sequence on this machine, all with the same env (make_rendering_gym_env("Reacher-v5", 64): same
 rendering settings, no frame skip, 50-step episodes):
@@ -14,6 +14,10 @@ rendering settings, no frame skip, 50-step episodes):
 Learning runs are compared on steady-state env frames/s: the slope of the frame counter over the
 window from `warmup` seconds after the first counted frames to the last 5-second report (SF's "Fps
 is" log lines; dvla_hpc's "lanes" lines in metrics.jsonl), so start-up is left out of both.
+With --rounds N the three runs repeat N times, Sample Factory and dvla_hpc taking turns to go
+first, each round in <out>/round_<k>/; every ratio is taken within a round and the headline is the
+median over rounds, so the machine's drift over minutes (the same run varies by 10-15% here)
+weighs on both sides alike.
 Writes <out>/reacher.json (also after each step, so a failed or interrupted run keeps what it has).
 """
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -222,6 +227,7 @@ def _fmt(value, spec: str) -> str:
 
 
 def print_table(results: dict) -> None:
+    """One round's runs, its ratios and its shared-work bound."""
     raw = results.get("raw_limit", {}).get("frames_per_second")
     print(f"\n{'run':<22}{'frames/s':>10}{'of raw':>9}{'overall/s':>11}{'frames':>10}{'window s':>10}")
     for key, label in (("raw_limit", "raw limit (2 procs)"), ("sample_factory", "Sample Factory APPO"),
@@ -273,6 +279,23 @@ def compute_ratios(results: dict) -> dict:
     return ratios
 
 
+def median_ratios(rounds: list[dict]) -> dict:
+    """Each ratio's median over the rounds that have it, with its range."""
+    out: dict = {}
+    for key in sorted({k for r in rounds for k in r.get("ratios", {})}):
+        values = sorted(r["ratios"][key] for r in rounds if key in r.get("ratios", {}))
+        out[key] = round(statistics.median(values), 4)
+        if len(values) > 1:
+            out[f"{key}_range"] = [values[0], values[-1]]
+    return out
+
+
+def round_order(index: int, skip_sf: bool) -> list[str]:
+    """The runs of round `index`: the raw limit first, then the learners, who goes first alternating."""
+    learners = ["dvla_hpc"] if skip_sf else ["sample_factory", "dvla_hpc"]
+    return ["raw_limit", *(learners if index % 2 == 0 else learners[::-1])]
+
+
 def shared_work(results: dict, config: str, overrides: list[str]) -> dict | None:
     """The shared-work bound, from this run's raw limit (None if the raw limit failed)."""
     from dvla_hpc.bench.shared_work import measure
@@ -293,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=None,
                         help="seconds left out of the steady-state window (default: min(30, seconds/4))")
     parser.add_argument("--skip-sf", action="store_true", help="leave out Sample Factory (no .venv-sf)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the runs this many times, alternating who goes first; ratios are medians")
     parser.add_argument("--config", default="configs/reacher_pixels.yaml")
     parser.add_argument("--timeout-slack", type=float, default=STARTUP_ALLOWANCE_S,
                         help="seconds each subprocess may run beyond its measuring time")
@@ -300,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seconds <= 0 or args.raw_seconds <= 0:
         parser.error("--seconds and --raw-seconds must be positive")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     warmup = min(30.0, args.seconds / 4) if args.warmup is None else args.warmup
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -312,39 +339,56 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine_info(),
         "settings": {"seconds": args.seconds, "raw_seconds": args.raw_seconds, "warmup_s": warmup,
-                     "env": "make_rendering_gym_env('Reacher-v5', 64)", "frameskip": 1,
+                     "rounds": args.rounds, "env": "make_rendering_gym_env('Reacher-v5', 64)", "frameskip": 1,
                      "env_processes": envs[0], "envs_per_process": envs[1], "config": args.config,
                      "overrides": args.overrides, "subprocess_env": SUBPROCESS_ENV},
-        "load_average": {},
+        "rounds": [],
     }
 
     def save() -> None:
-        results.pop("ratios", None)
-        results["ratios"] = compute_ratios(results)
+        for r in results["rounds"]:
+            r["ratios"] = compute_ratios(r)
+        results["ratios"] = median_ratios(results["rounds"])
         report_path.write_text(json.dumps(results, indent=2) + "\n")
 
-    steps = [("raw_limit", lambda: run_raw(out, args.raw_seconds, args.timeout_slack))]
-    if not args.skip_sf:
-        steps.append(("sample_factory", lambda: run_sample_factory(out, args.seconds, warmup, args.timeout_slack,
-                                                                             envs)))
-    steps.append(("dvla_hpc", lambda: run_dvla(out, args.seconds, warmup, config, args.overrides,
-                                               args.timeout_slack)))
-    for name, step in steps:
-        results["load_average"][f"before_{name}"] = load_average()
-        try:
-            results[name] = step()
-        except Exception as exc:  # a broken step must not lose the others' figures
-            results[name] = {"run": {"ok": False, "error": f"{type(exc).__name__}: {exc}"}}
-            print(f"[{name}] FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    failed = []
+    for index in range(args.rounds):
+        where = out if args.rounds == 1 else out / f"round_{index}"
+        where.mkdir(parents=True, exist_ok=True)
+        steps = {"raw_limit": lambda: run_raw(where, args.raw_seconds, args.timeout_slack),
+                 "sample_factory": lambda: run_sample_factory(where, args.seconds, warmup, args.timeout_slack,
+                                                              envs),
+                 "dvla_hpc": lambda: run_dvla(where, args.seconds, warmup, config, args.overrides,
+                                              args.timeout_slack)}
+        this: dict = {"load_average": {}}
+        results["rounds"].append(this)
+        for name in round_order(index, args.skip_sf):
+            this["load_average"][f"before_{name}"] = load_average()
+            try:
+                this[name] = steps[name]()
+            except Exception as exc:  # a broken step must not lose the others' figures
+                this[name] = {"run": {"ok": False, "error": f"{type(exc).__name__}: {exc}"}}
+                print(f"[{name}] FAILED: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            if not this[name].get("run", {}).get("ok", False):
+                failed.append(f"{name} (round {index})")
+            save()
+        this["load_average"]["end"] = load_average()
+        bound = shared_work(this, config, args.overrides)
+        if bound is not None:
+            this["shared_work"] = bound
         save()
-    results["load_average"]["end"] = load_average()
-    bound = shared_work(results, config, args.overrides)
-    if bound is not None:
-        results["shared_work"] = bound
-    save()
-    print_table(results)
+        if args.rounds > 1:
+            print(f"\nround {index}:", end="")
+        print_table(this)
+    if args.rounds > 1:
+        ratios = results["ratios"]
+        for key, label in (("dvla_hpc_over_sample_factory", "dvla_hpc / Sample Factory"),
+                           ("dvla_hpc_of_raw", "dvla_hpc of raw"),
+                           ("dvla_hpc_of_shared_work_bound", "dvla_hpc of the shared-work bound")):
+            if key in ratios:
+                low, high = ratios.get(f"{key}_range", [ratios[key]] * 2)
+                print(f"median over {args.rounds} rounds, {label}: {ratios[key]:.2f} ({low:.2f}-{high:.2f})")
     print(f"wrote {report_path}")
-    failed = [name for name, _ in steps if not results[name].get("run", {}).get("ok", False)]
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -12,15 +12,15 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing as mp
+import os
 import time
 from multiprocessing.connection import wait as wait_for_ready
-from multiprocessing.shared_memory import SharedMemory
 
 import numpy as np
 
 from dvla_hpc.envs.protocol import EnvSpec
 from dvla_hpc.envs.registry import env_spec, make_env
-from dvla_hpc.envs.vector_buffers import EnvBuffers, map_shared_block
+from dvla_hpc.envs.vector_buffers import EnvBuffers, create_shared_block, map_shared_block
 from dvla_hpc.envs.vector_process import WorkerHandle, await_ready, spawn_worker, stop_worker
 from dvla_hpc.envs.vector_runner import EnvRunner, EnvStepError
 from dvla_hpc.envs.vector_wire import (
@@ -64,7 +64,8 @@ class VectorEnv:
         self._env_name, self._env_kwargs, self._step_timeout_s = env_name, dict(env_kwargs), step_timeout_s
         self._worker_nice = worker_nice
         self._closed = False
-        self._shm: SharedMemory | None = None
+        self._block_fd: int | None = None  # the shared block's memfd, held while workers may attach
+        self._block_path: str | None = None
         self._buffers: EnvBuffers | None = None
         self._runner: EnvRunner | None = None
         self._workers: list[WorkerHandle] = []
@@ -79,9 +80,8 @@ class VectorEnv:
                     self._runner.add_env(env_id, make_env(env_name, **env_kwargs))
             else:
                 size = EnvBuffers.nbytes(self.spec, num_envs)
-                self._shm = SharedMemory(create=True, size=size)
-                self._shm.close()  # kept only to unlink the name; the arrays view their own mapping
-                self._buffers = EnvBuffers.over(map_shared_block(self._shm.name, size), self.spec, num_envs)
+                self._block_fd, self._block_path = create_shared_block(size)
+                self._buffers = EnvBuffers.over(map_shared_block(self._block_path, size), self.spec, num_envs)
                 self._context = mp.get_context("spawn")  # never fork: the parent holds MPI and threads
                 for index in range(num_workers):
                     self._workers.append(self._spawn(index))
@@ -106,9 +106,9 @@ class VectorEnv:
         return [w.process.pid for w in self._workers]
 
     @property
-    def shm_name(self) -> str | None:
-        """Name of the shared-memory block holding the buffers; None when inline."""
-        return None if self._shm is None else self._shm.name
+    def shared_block_path(self) -> str | None:
+        """Where workers open the shared block holding the buffers; None when inline or closed."""
+        return self._block_path
 
     def reset_async(self, env_ids: np.ndarray, seeds: np.ndarray) -> None:
         ids = self._checked_ids(env_ids)
@@ -163,8 +163,9 @@ class VectorEnv:
             self._runner.close()
         if self._buffers is not None:
             self._buffers.release()
-        if self._shm is not None:
-            self._shm.unlink()  # views a caller still holds stay valid; the name is gone
+        if self._block_fd is not None:
+            os.close(self._block_fd)  # views a caller still holds stay valid; no worker can attach now
+            self._block_fd = self._block_path = None
 
     def __enter__(self) -> VectorEnv:
         return self
@@ -272,11 +273,11 @@ class VectorEnv:
 
     # --- worker lifecycle ---
     def _spawn(self, index: int) -> WorkerHandle:
-        assert self._shm is not None
+        assert self._block_path is not None
         env_ids = np.arange(index, self.num_envs, self.num_workers)
         config = WorkerConfig(index, self._env_name, self._env_kwargs, tuple(env_ids.tolist()), self.num_envs,
                               self._worker_nice)
-        process, conn = spawn_worker(self._context, self._shm.name, config)
+        process, conn = spawn_worker(self._context, self._block_path, config)
         return WorkerHandle(index=index, env_ids=env_ids, process=process, conn=conn)
 
     def _await_ready(self, workers: list[WorkerHandle]) -> None:

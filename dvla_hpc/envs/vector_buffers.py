@@ -1,4 +1,4 @@
-"""Per-env result arrays for VectorEnv, either plain numpy or laid out in one shared-memory block."""
+"""Per-env result arrays for VectorEnv, either plain numpy or laid out in one shared block."""
 from __future__ import annotations
 
 import mmap
@@ -53,13 +53,23 @@ class EnvBuffers:
             setattr(self, field.name, None)
 
 
-def map_shared_block(name: str, size: int) -> mmap.mmap:
-    """Map the POSIX shared-memory block called name (Linux keeps them under /dev/shm).
+def create_shared_block(size: int) -> tuple[int, str]:
+    """An anonymous shared file of `size` bytes (memfd): its fd, which the caller keeps open while
+    workers may attach, and the path by which processes it spawns open the same file. No name ever
+    appears in /dev/shm, so a run ended by SIGKILL or MPI_Abort leaves nothing behind: the kernel
+    frees the memory with the last process that maps it."""
+    fd = os.memfd_create("dvla_env_buffers", os.MFD_CLOEXEC)
+    os.ftruncate(fd, size)
+    return fd, f"/proc/{os.getpid()}/fd/{fd}"
+
+
+def map_shared_block(path: str, size: int) -> mmap.mmap:
+    """Map the shared block at `path` (a `create_shared_block` path).
 
     Arrays viewing the mapping keep it alive and it unmaps itself after the last one goes, so
     nothing has to be closed explicitly, and a caller still holding a view is never an error.
     """
-    fd = os.open(os.path.join("/dev/shm", name), os.O_RDWR)
+    fd = os.open(path, os.O_RDWR)
     try:
         return mmap.mmap(fd, size)
     finally:

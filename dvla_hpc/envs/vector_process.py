@@ -26,10 +26,10 @@ class WorkerHandle:
     last_progress: float = 0.0  # when it last acknowledged, or was handed work while idle
 
 
-def spawn_worker(context: SpawnContext, shm_name: str,
+def spawn_worker(context: SpawnContext, block_path: str,
                  config: WorkerConfig) -> tuple[BaseProcess, Connection]:
     parent_conn, child_conn = context.Pipe(duplex=True)
-    process = context.Process(target=worker_main, args=(child_conn, shm_name),
+    process = context.Process(target=worker_main, args=(child_conn, block_path),
                               name=f"vector-env-worker-{config.worker_index}", daemon=True)
     process.start()
     child_conn.close()

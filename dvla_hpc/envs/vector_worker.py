@@ -15,7 +15,7 @@ from dvla_hpc.envs.vector_wire import (
 )
 
 
-def worker_main(conn: Connection, shm_name: str) -> None:
+def worker_main(conn: Connection, block_path: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     buffers: EnvBuffers | None = None
     runner: EnvRunner | None = None
@@ -25,7 +25,7 @@ def worker_main(conn: Connection, shm_name: str) -> None:
             if config.nice:
                 os.nice(config.nice)
             spec = env_spec(config.env_name, **config.env_kwargs)
-            block = map_shared_block(shm_name, EnvBuffers.nbytes(spec, config.num_envs))
+            block = map_shared_block(block_path, EnvBuffers.nbytes(spec, config.num_envs))
             buffers = EnvBuffers.over(block, spec, config.num_envs)
             runner = EnvRunner({}, buffers, config.worker_index)
             for env_id in config.env_ids:

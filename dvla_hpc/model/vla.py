@@ -50,9 +50,10 @@ class VLAPolicy(nn.Module):
     def forward(self, batch: PolicyBatch) -> torch.Tensor:
         """Logits of shape (B, action_dim, bins)."""
         words = batch.instruction_tokens
-        word_tokens = self.word_embed(words) + self.word_pos[: words.shape[1]]
+        embedded = self.word_embed(words)
+        word_tokens = embedded + self.word_pos[: words.shape[1]]
         present = (words != 0).unsqueeze(-1).float()
-        text = (self.word_embed(words) * present).sum(1) / present.sum(1).clamp(min=1)
+        text = (embedded * present).sum(1) / present.sum(1).clamp(min=1)
         image_tokens, keypoint_token = self.encode_cameras(batch.images, text)
         proprio_token = self.proprio_embed(batch.proprio).unsqueeze(1) + keypoint_token
         # The action queries start from the state (proprio + keypoints): a direct path from where
