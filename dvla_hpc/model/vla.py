@@ -68,7 +68,8 @@ class VLAPolicy(nn.Module):
         """The trunk's output at the action queries (B, action_dim, width), the only positions
         read. Its last layer computes just those: queries from them, keys and values from every
         token, so the result equals the whole trunk's there, for a fraction of that layer's
-        attention and feed-forward (all of the trunk's at depth 1)."""
+        attention and feed-forward (all of the trunk's at depth 1). The last layer's submodules
+        are called directly, bypassing its forward (and any hook a wrapper put there)."""
         *inner, last = self.trunk.layers
         for layer in inner:
             tokens = layer(tokens, src_key_padding_mask=padding)
