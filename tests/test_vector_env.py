@@ -222,7 +222,7 @@ def test_the_shared_block_is_anonymous_and_close_releases_it_and_stops_workers()
 
 def test_workers_of_a_killed_parent_exit():
     parent = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\n"
+        [sys.executable, "-c", "import time\n"
          "from dvla_hpc.envs.vector import VectorEnv\n"
          f"vec = VectorEnv('tabletop_reach', {SMALL!r}, 2, 2)\n"
          "print(*vec.worker_pids(), flush=True)\n"
