@@ -117,7 +117,7 @@ def train(args: argparse.Namespace) -> int:
     prepare_run_dir(cfg, out)
     policy = bp.initial_policy().to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.lr if args.lr is not None else cfg.learn.lr)
-    bf16 = uses_bf16(device, cfg.run.autocast_bf16)
+    bf16 = uses_bf16(device, cfg.run)
     started = time.perf_counter()
 
     def report(point: dict) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dvla_hpc.config.loader import load_config
 from dvla_hpc.runtime.devices import (DeviceError, autocast, data_backend, device_kind, gpu_assignment,
-                                      local_device)
+                                      local_device, uses_bf16)
 from dvla_hpc.runtime.topology import RolePlan
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -53,10 +54,19 @@ def test_single_process_cuda_without_a_gpu_is_refused():
     assert local_device("auto") == torch.device("cpu")
 
 
-def test_autocast_is_a_no_op_on_the_cpu():
-    with autocast(torch.device("cpu"), True):
-        y = torch.nn.Linear(4, 4)(torch.randn(2, 4))
-    assert y.dtype == torch.float32
+def test_the_cpu_computes_in_fp32_unless_cpu_bf16_asks():
+    cpu = torch.device("cpu")
+    run = load_config(None, ["run.autocast_bf16=true"]).run
+    assert not uses_bf16(cpu, run)  # autocast_bf16 is for GPUs
+    with autocast(cpu, uses_bf16(cpu, run)):
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32
+    run = load_config(None, ["run.cpu_bf16=true"]).run
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        with pytest.raises(DeviceError, match="run.cpu_bf16"):
+            uses_bf16(cpu, run)
+        return
+    with autocast(cpu, uses_bf16(cpu, run)):
+        assert torch.nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.bfloat16
 
 
 @pytest.mark.gpu
@@ -79,3 +89,19 @@ def test_the_data_backend_follows_the_devices():
     assert data_backend("torch", cpu, plan) == "torch"  # gloo on CPU tensors
     with pytest.raises(DeviceError, match="ranks 2 and 3 share cuda:1 on node 0"):
         data_backend("torch", shared, plan)
+
+
+
+@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+                    reason="this CPU has no bf16 instructions")
+def test_a_cpu_learner_trains_under_cpu_bf16():
+    from dvla_hpc.bench.lane_costs import synthetic_groups
+    from dvla_hpc.runtime import assembly
+    from dvla_hpc.runtime.blueprint import Blueprint
+    bp = Blueprint.from_config(load_config(None, ["run.cpu_bf16=true", "env.image_size=32"]))
+    learner = assembly.build_learner(bp, torch.device("cpu"))
+    assert learner.bf16
+    before = learner.flat.clone()
+    _, groups = synthetic_groups(bp)
+    assert learner.update(groups).samples > 0
+    assert torch.isfinite(learner.flat).all() and not torch.equal(learner.flat, before)

@@ -42,9 +42,10 @@ def total(asked: Counter, *prefixes: str) -> int:
 def test_local_plan_equals_what_the_real_buffers_request(tiny, requests):
     bp = tiny
     plan = plan_memory(bp, "local", CPU, samplers=1)
-    assembly.local_ports(bp)  # what runtime/local_run.py builds
+    _, infer_ports, _ = assembly.local_ports(bp)  # what runtime/local_run.py builds
     learner = assembly.build_learner(bp, CPU)
-    assembly.weight_holder(bp, CPU, learner.version)
+    holder = assembly.weight_holder(bp, CPU, learner.version)
+    assembly.infer_lanes(bp, holder, infer_ports, 0, assembly.Signals.new())
     WeightPublisher(learner.flat)
     assert plan.rows["slabs"] == total(requests, "slabs/", "arena/")
     assert plan.rows["weights"] + plan.rows["staging"] == total(requests, "weights")
@@ -59,7 +60,7 @@ def test_rank_plans_equal_the_ports_their_roles_build(tiny, requests):
     obs, act, ep = bp.obs_layout.nbytes, bp.action_layout.nbytes, bp.episode_layout.nbytes
     built = {}
     for role, build, scratch in [("sim", lambda: assembly.sim_ports(bp), act),
-                                 ("infer", lambda: assembly.infer_ports(bp, 3), 3 * obs),
+                                 ("infer", lambda: infer_rank(bp), 3 * obs),
                                  ("learn", lambda: (assembly.learn_ports(bp, 3), assembly.build_learner(bp, CPU)),
                                   2 * ep)]:
         requests.clear()
@@ -68,6 +69,12 @@ def test_rank_plans_equal_the_ports_their_roles_build(tiny, requests):
     assert plan_memory(bp, "sim", CPU, samplers=1).rows["slabs"] == built["sim"]
     assert plan_memory(bp, "infer", CPU, samplers=3).rows["slabs"] == built["infer"]
     assert plan_memory(bp, "learn", CPU, samplers=3, infer_ranks=2).rows["slabs"] == built["learn"]
+
+
+def infer_rank(bp: Blueprint) -> None:
+    """An infer rank's ports and lane, as roles/infer.py builds them."""
+    holder = assembly.weight_holder(bp, CPU, 0)
+    assembly.infer_lanes(bp, holder, assembly.infer_ports(bp, 3), 0, assembly.Signals.new())
 
 
 def test_sim_plan_holds_slabs_only_on_the_cpu(tiny):

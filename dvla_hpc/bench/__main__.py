@@ -18,6 +18,7 @@ BENCHMARKS = {
     "checkpoint_stall": "infer lanes' serving rate while checkpoints are written against otherwise",
     "worker_cost": "CPU per frame of env workers against the raw loop, llvmpipe threads on and off",
     "gil_contention": "the infer lane's cost alone, beside a learner thread and beside a learner process",
+    "infer_batching": "an infer rank serving many sim ranks: a slab a policy call against merged calls",
     "libero_steps": "LIBERO steps/s on one core: bare OffScreenRenderEnv vs VectorEnv, fast_render on/off",
 }
 

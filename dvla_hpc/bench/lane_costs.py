@@ -121,11 +121,9 @@ def infer_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device)
     return LaneCost(clock.wall / steps, clock.cpu / steps, steps)
 
 
-def learn_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device,
-               ready: Callable[[], None] | None = None) -> LaneCost:
-    """`GRPOLearner.update` on full-length synthetic groups: seconds per env step trained.
-    `ready` is called once the learner is built and warm, just before the timed updates."""
-    learn = cfg.learn
+def synthetic_groups(bp: Blueprint) -> tuple[SlabPool, list[list[dict]]]:
+    """One update's worth of full-length episodes with random images, tokens and rewards."""
+    cfg, learn = bp.cfg, bp.cfg.learn
     pool = SlabPool(bp.episode_layout, learn.groups_per_update * learn.group_size)
     rng = np.random.default_rng(0)
     t = bp.spec.max_episode_steps
@@ -138,6 +136,14 @@ def learn_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device,
         view["reward"][:] = rng.uniform(0, 1, t)
     groups = [pool.slots[g * learn.group_size:(g + 1) * learn.group_size]
               for g in range(learn.groups_per_update)]
+    return pool, groups
+
+
+def learn_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device,
+               ready: Callable[[], None] | None = None) -> LaneCost:
+    """`GRPOLearner.update` on full-length synthetic groups: seconds per env step trained.
+    `ready` is called once the learner is built and warm, just before the timed updates."""
+    pool, groups = synthetic_groups(bp)
     learner = assembly.build_learner(bp, device)
     learner.update(groups)
     if ready is not None:

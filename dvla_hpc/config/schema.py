@@ -24,6 +24,9 @@ class RunConfig:
         doc="where infer and learner ranks compute; auto = cuda when available (sim ranks: cpu always)"))
     autocast_bf16: bool = field(default=True, metadata=bounds(
         doc="forward passes under bf16 autocast where the device supports it"))
+    cpu_bf16: bool = field(default=False, metadata=bounds(doc=(
+        "bf16 autocast on CPU infer and learner ranks too; needs bf16 instructions (AVX512-BF16, "
+        "AMX). The conv encoder trains a third cheaper so; film_keypoints runs slower")))
     torch_threads: int = field(default=1, metadata=bounds(1))
     progress_bar: bool = True
     metrics_every_s: float = field(default=5.0, metadata=bounds(0.1))
@@ -145,6 +148,9 @@ class PipelineConfig:
     episode_slots: int = field(default=0, metadata=bounds(
         0, doc="learner episode pool size; 0 = sized from envs and groups"))
     poll_max_sleep_ms: float = field(default=2.0, metadata=bounds(0.01))
+    infer_max_batch: int = field(default=32, metadata=bounds(1, doc=(
+        "envs one policy call may serve: observation slabs queued together are merged while they "
+        "fit (a half-batch always fits)")))
     flow_versions_ahead: int = field(default=2, metadata=bounds(0, doc=(
         "async flow control: the learner root lets this many updates' worth of groups be untrained "
         "(plus a slack that one straggler cannot hold up); 0 = no limit (sims outrun the learner, "

@@ -23,6 +23,7 @@ from dvla_hpc.evaluate.rollout import EpisodeResult, EvalRollout, GreedyActions,
 from dvla_hpc.model.vla import VLAPolicy
 from dvla_hpc.output.trajectory_writer import TrajectoryWriter
 from dvla_hpc.planes.backoff import wait_requests
+from dvla_hpc.runtime.devices import uses_bf16
 from dvla_hpc.runtime.blueprint import Blueprint, env_kwargs
 from dvla_hpc.runtime.devices import DeviceError, local_device
 from dvla_hpc.runtime.mpi_run import PlacementRefused, refuse
@@ -119,7 +120,7 @@ class EvalSession:
             chooser = SampledActions(self.request.seed, rows, self.device) if self.request.sample \
                 else GreedyActions()
             rollout = EvalRollout(envs, rows, self.policy, self.bp.instruction_tokens, self.bp.bins,
-                                  self.device, chooser, cfg.run.autocast_bf16, self.request.record)
+                                  self.device, chooser, uses_bf16(self.device, cfg.run), self.request.record)
             try:
                 mine = rollout.run(share, EpisodeSink(self, len(share)))
             finally:

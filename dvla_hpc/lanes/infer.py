@@ -95,6 +95,10 @@ class EpisodeAssembler:
 
 
 class InferLane(Lane):
+    """Serves observation slabs in as few policy calls as the weights and `stager.max_envs`
+    allow: every slab queued when a call starts joins it while its envs fit, so an infer rank
+    that serves many samplers acts on batches as large as their slabs arrive together."""
+
     def __init__(self, weights: DoubleBufferedWeights, stager: BatchStager, bins: ActionBins,
                  obs_pool: SlabPool, obs_in: SlotQueue, action_pool: SlabPool, action_out: SlotQueue,
                  assembler: EpisodeAssembler, episode_out: SlotQueue, seed: int, stop, failed,
@@ -112,69 +116,106 @@ class InferLane(Lane):
         self.swaps = 0
         self.episodes = 0
         self.observations = 0  # env observations acted on: one per env step, or per chunk of k
+        self.policy_calls = 0
         self.base_version = -1  # the version that served round 0
-        self.held: list[int] = []  # observation slots waiting for newer weights
+        self.backlog: list[int] = []  # observation slots taken from obs_in, not yet served
 
     def counters(self) -> dict[str, float]:
-        return {"weight_swaps": self.swaps, "episodes": self.episodes, "observations": self.observations}
+        return {"weight_swaps": self.swaps, "episodes": self.episodes, "observations": self.observations,
+                "policy_calls": self.policy_calls}
 
     def loop(self) -> None:
         while not self.stop.is_set():
-            if self.held and not self.serve_held():
+            if not self.serve_backlog():
                 return
             with self.waiting():
-                slot = self.obs_in.get(0.005 if self.held else 0.05)
-            if slot is not None and not self.serve(slot):
-                return
+                slot = self.obs_in.get(0.005 if self.backlog else 0.05)
+            if slot is not None:
+                self.backlog.append(slot)
 
-    def ready_policy(self, round_: int):
-        """The active policy if it may serve the sampler's round, else None. Sync mode trains one
-        version per round (async mode stays in round 0); in MPI mode nothing is served before the
-        first version has come down the tree."""
+    def serve(self, slot: int) -> bool:
+        """Serve one slab (and whatever else is queued)."""
+        self.backlog.append(slot)
+        return self.serve_backlog()
+
+    def serve_backlog(self) -> bool:
+        """Policy calls for the backlog and everything queued, until what is left must wait for
+        weights new enough for its round. False once the run stops mid-way."""
+        while (slot := self.obs_in.get_nowait()) is not None:
+            self.backlog.append(slot)
+        while self.backlog:
+            picked = self.pick()
+            if picked is None:
+                return True
+            if not self.act_on(*picked):
+                return False
+        return True
+
+    def pick(self) -> tuple[torch.nn.Module, int, list[int]] | None:
+        """The active policy and the oldest backlog slabs it may serve in one call: slabs of rounds
+        it is new enough for (sync mode trains one version per round, async mode stays in round 0;
+        under MPI nothing is served before the first version has come down the tree), while their
+        envs fit the stager. None if no slab may be served yet."""
         if self.weights.swap_if_staged():
             self.swaps += 1
         model, version = self.weights.active_model()
         if version < 0:
             return None
-        if self.base_version < 0:
-            self.base_version = version - round_
-        return (model, version) if version >= self.base_version + round_ else None
+        picked, envs = [], 0
+        for slot in self.backlog:
+            header = self.obs_pool.slots[slot]["header"]
+            round_, n = int(header[H.ROUND]), int(header[H.COUNT])
+            if self.base_version < 0:
+                self.base_version = version - round_
+            if version >= self.base_version + round_ and envs + n <= self.stager.max_envs:
+                picked.append(slot)
+                envs += n
+        if not picked:
+            return None
+        self.backlog = [slot for slot in self.backlog if slot not in picked]
+        return model, version, picked
 
-    def serve_held(self) -> bool:
-        held, self.held = self.held, []
-        return all(self.serve(slot) for slot in held)
-
-    def serve(self, slot: int) -> bool:
-        """Act on one observation slab, or hold it (without blocking the other samplers' slabs)
-        until weights new enough for its round have arrived."""
-        obs = self.obs_pool.slots[slot]  # checked where it entered: the data pump, or our own sampler
-        policy = self.ready_policy(int(obs["header"][H.ROUND]))
-        if policy is None:
-            self.held.append(slot)
-            return True
-        model, version = policy
-        sampler, half, n = (int(obs["header"][w]) for w in (H.SAMPLER, H.HALF, H.COUNT))
+    def act_on(self, model: torch.nn.Module, version: int, slots: list[int]) -> bool:
+        """One policy call for the slabs (checked where they entered: the data pump, or our own
+        sampler): every slab's actions go out first, then each step joins its episode."""
+        slabs = [self.obs_pool.slots[slot] for slot in slots]
+        counts = [int(obs["header"][H.COUNT]) for obs in slabs]
         with self.copying():
-            self.episodes += self.assembler.close_finished(sampler, obs, self.episode_out, self.stop)
-            batch = self.stager.stage(obs, n)
+            for obs in slabs:
+                sampler = int(obs["header"][H.SAMPLER])
+                self.episodes += self.assembler.close_finished(sampler, obs, self.episode_out, self.stop)
+            batch = self.stager.stage(slabs, counts)
         with autocast(self.weights.device, self.bf16):
             tokens, logp = model.act(batch, self.generator)
         tokens, logp = tokens.cpu(), logp.cpu()  # no-ops on the CPU; small device-to-host copies on a GPU
-        actions = self.bins.to_actions(tokens)
+        actions = self.bins.to_actions(tokens).numpy()
+        tokens, logp = tokens.numpy(), logp.numpy()
+        self.policy_calls += 1
+        offsets = np.cumsum([0, *counts])
+        for obs, n, start in zip(slabs, counts, offsets):
+            if not self.answer(obs, actions[start:start + n]):
+                return False
+        for slot, obs, n, start in zip(slots, slabs, counts, offsets):
+            rows = slice(start, start + n)
+            with self.copying():
+                ok = self.assembler.record_step(int(obs["header"][H.SAMPLER]), obs, tokens[rows],
+                                                logp[rows], actions[rows], version, self)
+            if not ok:
+                return False
+            self.obs_pool.release(slot)
+            self.observations += n
+            self.items += 1
+        return True
+
+    def answer(self, obs: dict, actions: np.ndarray) -> bool:
+        """An action slab for the observation slab's sampler and half."""
         out = self.acquire_slot(self.action_pool)
         if out is None:
             return False
-        view = self.action_pool.slots[out]
-        stamp(view["header"], SlabKind.ACTIONS)
-        view["header"][H.SAMPLER], view["header"][H.HALF], view["header"][H.COUNT] = sampler, half, n
-        view["action"][:n] = actions.numpy()
+        header = self.action_pool.slots[out]["header"]
+        stamp(header, SlabKind.ACTIONS)
+        header[H.SAMPLER], header[H.HALF] = obs["header"][H.SAMPLER], obs["header"][H.HALF]
+        header[H.COUNT] = len(actions)
+        self.action_pool.slots[out]["action"][:len(actions)] = actions
         with self.waiting():
-            if not self.action_out.put(out, self.stop):
-                return False
-        with self.copying():
-            ok = self.assembler.record_step(sampler, obs, tokens.numpy(), logp.numpy(), actions.numpy(),
-                                            version, self)
-        self.obs_pool.release(slot)
-        self.observations += n
-        self.items += 1
-        return ok
+            return self.action_out.put(out, self.stop)

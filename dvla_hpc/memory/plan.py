@@ -157,9 +157,8 @@ def plan_memory(bp: Blueprint, role: str, device: "torch.device | None", sampler
         parts.add("staging", weight_copy)  # ... and staging copy
         if role == "infer" and weights_wire_on_host(bp, device):
             parts.add("staging", weight_copy, host=True)  # roles/infer.py's host landing buffer
-        parts.add("activations", inference_activation_bytes(bp, half_batch(bp), bytes_per_activation))
-        if device.type == "cuda":
-            parts.add("slabs", batch_stager_bytes(bp))
+        parts.add("activations", inference_activation_bytes(bp, bp.infer_batch, bytes_per_activation))
+        parts.add("slabs", batch_stager_bytes(bp))  # on the policy's device
     parts.add("slabs", slab_pool_bytes(bp, role, samplers, infer_ranks), host=True)
     return parts.plan(role, device, params, learners)
 
@@ -216,14 +215,10 @@ def training_arena_bytes(bp: Blueprint) -> int:
     return capacity * (step + index) + learn.minibatch_size * (step + words + index + executed)
 
 
-def half_batch(bp: Blueprint) -> int:
-    return bp.obs_layout.fields["env_ids"].shape[0]
-
-
 def batch_stager_bytes(bp: Blueprint) -> int:
-    """lanes/batch_stager.py's device buffers (GPU only): one observation half-batch."""
+    """lanes/batch_stager.py's buffers (on the policy's device): one policy call's observations."""
     spec, words = bp.spec, bp.instruction_tokens.shape[1]
-    return half_batch(bp) * (math.prod(spec.frames_shape) + 4 * spec.proprio_dim + 8 + 8 * words)
+    return bp.infer_batch * (math.prod(spec.frames_shape) + 4 * spec.proprio_dim + 8 + 8 * words)
 
 
 def token_count(bp: Blueprint) -> int:

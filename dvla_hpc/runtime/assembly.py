@@ -134,12 +134,12 @@ def infer_lanes(bp: Blueprint, holder: DoubleBufferedWeights, ports: InferPorts,
     from dvla_hpc.lanes.infer import EpisodeAssembler, InferLane
     from dvla_hpc.runtime.devices import uses_bf16
     cfg, spec = bp.cfg, bp.spec
-    stager = BatchStager(cfg.env.envs_per_sampler // 2, spec.frames_shape, spec.proprio_dim,
-                         bp.instruction_tokens, holder.device)
+    stager = BatchStager(bp.infer_batch, spec.frames_shape, spec.proprio_dim, bp.instruction_tokens,
+                         holder.device)
     return [InferLane(holder, stager, bp.bins, ports.obs_pool, ports.obs_in, ports.action_pool,
                       ports.action_out, EpisodeAssembler(ports.episode_pool, spec.max_episode_steps),
                       ports.episode_out, seed, sig.stop, sig.failed,
-                      bf16=uses_bf16(holder.device, cfg.run.autocast_bf16))]
+                      bf16=uses_bf16(holder.device, cfg.run))]
 
 
 def build_learner(bp: Blueprint, device: torch.device,
@@ -148,7 +148,7 @@ def build_learner(bp: Blueprint, device: torch.device,
     from dvla_hpc.runtime.devices import uses_bf16
     cfg = bp.cfg
     return GRPOLearner(cfg.learn, bp.initial_policy(), bp.instruction_tokens, bp.spec, cfg.run.seed,
-                       device, uses_bf16(device, cfg.run.autocast_bf16), replicas, cfg.model.action_chunk)
+                       device, uses_bf16(device, cfg.run), replicas, cfg.model.action_chunk)
 
 
 def trajectory_writer(bp: Blueprint, directory: Path, rank: int) -> TrajectoryWriter | None:

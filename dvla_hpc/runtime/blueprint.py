@@ -110,6 +110,11 @@ class Blueprint:
         torch.manual_seed(self.cfg.run.seed)
         return self.make_policy()
 
+    @property
+    def infer_batch(self) -> int:
+        """The most envs one policy call serves: pipeline.infer_max_batch, or a half-batch if larger."""
+        return max(self.obs_layout.fields["env_ids"].shape[0], self.cfg.pipeline.infer_max_batch)
+
     def learner_episode_slots(self, samplers: int) -> int:
         """Enough slots that incomplete groups can never starve the pool."""
         p, g = self.cfg.pipeline, self.cfg.learn.group_size

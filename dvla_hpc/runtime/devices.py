@@ -16,6 +16,8 @@ from dvla_hpc.runtime.topology import RolePlan
 if TYPE_CHECKING:
     import torch
 
+    from dvla_hpc.config.schema import RunConfig
+
 GPU_ROLES = ("infer", "learn")
 
 
@@ -71,19 +73,25 @@ def local_device(requested: str) -> "torch.device":
 
 
 def autocast(device: "torch.device", enabled: bool):
-    """bf16 autocast for forward passes where the device runs bf16 natively (CUDA with bf16
-    support); elsewhere a no-op, since CPU bf16 is slower than fp32 on most hosts."""
+    """bf16 autocast for forward passes when `enabled` (decided by `uses_bf16`); a no-op otherwise,
+    and on a GPU without bf16."""
     import torch
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+    if not enabled or (device.type == "cuda" and not torch.cuda.is_bf16_supported()):
+        return nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def uses_bf16(device: "torch.device", enabled: bool) -> bool:
-    if not (enabled and device.type == "cuda"):
-        return False
+def uses_bf16(device: "torch.device", run: "RunConfig") -> bool:
+    """Forward passes under bf16 autocast: on a GPU with bf16 when run.autocast_bf16; on the CPU
+    only when run.cpu_bf16 asks for it, since bf16 is slower than fp32 on CPUs without bf16
+    instructions (AVX512-BF16 or AMX), which are refused."""
     import torch
-    return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":
+        return run.autocast_bf16 and torch.cuda.is_bf16_supported()
+    if run.cpu_bf16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        raise DeviceError("run.cpu_bf16=true, but this CPU has no bf16 instructions (AVX512-BF16 or AMX); "
+                          "set run.cpu_bf16=false")
+    return run.cpu_bf16
 
 
 def on_cuda(device: "torch.device | str") -> bool:

@@ -16,7 +16,7 @@ GIB = 2**30
 
 def rank_plan(bp: Blueprint, role: str, device: "torch.device | None", samplers: int, learners: int = 1,
               infer_ranks: int = 1) -> MemoryPlan:
-    bf16 = uses_bf16(device, bp.cfg.run.autocast_bf16) if role != "sim" else False
+    bf16 = uses_bf16(device, bp.cfg.run) if role != "sim" else False
     return plan_memory(bp, role, device, samplers, learners, infer_ranks=infer_ranks,
                        bytes_per_activation=2 if bf16 else 4)
 

@@ -48,6 +48,8 @@ def build_summary(progress: RunProgress, wall_seconds: float, lanes: dict, *, mo
         "weight_swaps": counter("infer", "weight_swaps"),
         # both counters cover every env step run, episodes still open at the end included
         "inference_per_env_step": round(counter("infer", "observations") / max(counter("sample", "env_steps"), 1), 4),
+        "envs_per_policy_call": round(counter("infer", "observations")
+                                      / max(counter("infer", "policy_calls"), 1), 2),
         "worker_restarts": counter("sample", "worker_restarts"),
         "trajectories_written": counter("record", "written"),
         "weight_bytes": weight_bytes, "learners": learners, "replica_checks": replica_checks,

@@ -14,7 +14,7 @@ SHARES = ("busy", "waiting", "items", "seconds", "copy", "poll")
 LANES = ("sample", "infer", "learn", "distribute", "record")
 LANE_COUNTERS: dict[str, tuple[str, ...]] = {
     "sample": ("env_steps", "worker_restarts", "parked_halves"),
-    "infer": ("weight_swaps", "episodes", "observations"),
+    "infer": ("weight_swaps", "episodes", "observations", "policy_calls"),
     "learn": ("checkpoints", "checkpoint_ms"),  # periodic ones; the final one is not a lane's
     "distribute": ("versions",),
     "record": ("written",),
