@@ -57,5 +57,5 @@ def test_a_traced_job_notes_its_servings_and_its_checkpoints(tmp_path):
     noted = json.loads((trace / "rank0.json").read_text())
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert len(noted["checkpoints"]) == summary["lanes"]["learn"]["checkpoints"] == summary["updates"] > 0
-    assert len(noted["served"]) == summary["lanes"]["infer"]["items"]
+    assert len(noted["served"]) == summary["lanes"]["infer"]["policy_calls"]
     assert all(a < b for a, b in noted["checkpoints"]) and all(a < b for a, b in noted["served"])

@@ -48,13 +48,12 @@ def traced_main(trace_dir: Path, argv: list[str], placebo_ms: float | None = Non
 
     served: list[tuple[float, float]] = []
     windows: list[tuple[float, float]] = []
-    serve, write = InferLane.serve, LearnLane.write_checkpoint
+    act_on, write = InferLane.act_on, LearnLane.write_checkpoint
 
-    def timed_serve(lane: InferLane, slot: int) -> bool:
-        acted, t0 = lane.items, time.perf_counter()
-        ok = serve(lane, slot)
-        if lane.items > acted:  # a slab held back for newer weights is not served yet
-            served.append((t0, time.perf_counter()))
+    def timed_act_on(lane: InferLane, *call) -> bool:  # one policy call, whatever its slabs
+        t0 = time.perf_counter()
+        ok = act_on(lane, *call)
+        served.append((t0, time.perf_counter()))
         return ok
 
     def timed_write(lane: LearnLane) -> None:
@@ -65,7 +64,7 @@ def traced_main(trace_dir: Path, argv: list[str], placebo_ms: float | None = Non
             time.sleep(placebo_ms / 1000)
         windows.append((t0, time.perf_counter()))
 
-    InferLane.serve, LearnLane.write_checkpoint = timed_serve, timed_write
+    InferLane.act_on, LearnLane.write_checkpoint = timed_act_on, timed_write
     code = entry.main(argv)
     rank = int(os.environ.get("PMI_RANK", "0"))
     (trace_dir / f"rank{rank}.json").write_text(json.dumps({"served": served, "checkpoints": windows}))
