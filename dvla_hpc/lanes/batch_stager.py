@@ -23,6 +23,7 @@ class BatchStager:
         self.instruction_tokens = instruction_tokens.to(device)
         self.on_gpu = device.type == "cuda"
         self.stream = torch.cuda.Stream(device) if self.on_gpu else None
+
         def buffer(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
             return DATA_PATH.zeros(f"slabs/policy_batch/{name}", (max_envs, *shape), dtype, device)
 
