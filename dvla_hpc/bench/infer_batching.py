@@ -2,9 +2,10 @@
 
     python -m dvla_hpc.bench infer_batching [--ranks 24] [--rounds 2] [key=value ...]
 
-Runs the same mpiexec job with pipeline.infer_max_batch at a half-batch (every slab its own policy
-call) and at the config's value (queued slabs merged), the two taking turns to go first in each
-round. Reports steady env steps/s, envs per policy call and how busy the infer lane was."""
+Runs the same mpiexec job with pipeline.infer_max_batch=1 (every slab its own policy call, since
+a half-batch always fits) and at the config's value (queued slabs merged), the two taking turns
+to go first in each round. Reports steady env steps/s, envs per policy call and how busy the
+infer lane was."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,7 @@ from pathlib import Path
 from dvla_hpc.bench.runs import mpiexec, run_main, write_results
 from dvla_hpc.bench.throughput import steady_rates
 from dvla_hpc.config.loader import load_config
+from dvla_hpc.runtime.blueprint import Blueprint
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,12 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench_out/infer_batching")
     parser.add_argument("overrides", nargs="*", default=["layout.infer_ranks=1"])
     args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    half = cfg.env.envs_per_sampler // 2
-    variants = {"one_slab": half, "merged": max(half, cfg.pipeline.infer_max_batch)}
-    if variants["merged"] == half:
-        raise SystemExit(f"pipeline.infer_max_batch={cfg.pipeline.infer_max_batch} leaves nothing to merge "
-                         f"at a half-batch of {half}")
+    bp = Blueprint.from_config(load_config(args.config, args.overrides))
+    half = bp.cfg.env.envs_per_sampler // 2
+    variants = {"one_slab": 1, "merged": bp.infer_batch}  # a half-batch always fits: 1 is one slab a call
+    if bp.infer_batch < 2 * half:
+        raise SystemExit(f"pipeline.infer_max_batch={bp.cfg.pipeline.infer_max_batch} holds no two slabs "
+                         f"of {half} envs: nothing to merge")
     out = Path(args.out)
     results: dict = {"config": args.config, "overrides": args.overrides, "ranks": args.ranks,
                      "infer_max_batch": variants, "rounds": []}
