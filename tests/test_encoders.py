@@ -101,3 +101,52 @@ def test_film_encoder_matmuls_compute_its_convolutions(image_size):
     for name, got, expected in zip(weights, grads, want):
         assert expected.abs().sum() > 0, name
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5, msg=f"gradient of {name}")
+
+
+def test_conv_encoder_on_raw_frames_computes_its_convolutions_on_scaled_ones():
+    """The 1/255 lives in the first conv's weight: outputs and every gradient equal the stack run
+    on frames divided by 255."""
+    torch.manual_seed(0)
+    encoder = ConvPatchEncoder(32, 16, 64)
+    images = torch.randint(0, 256, (4, 64, 64, 3), dtype=torch.uint8)
+    text = torch.randn(4, 16)
+    patches, summary = encoder(images, text)
+    x = encoder.convs(images.permute(0, 3, 1, 2).float() / 255.0)
+    gamma, beta = encoder.film(text).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
+    want = encoder.project(torch.relu(x * (1 + gamma) + beta).flatten(2).transpose(1, 2))
+    torch.testing.assert_close(patches, want, rtol=1e-4, atol=1e-5)
+    weights = list(encoder.parameters())
+    grads = torch.autograd.grad(patches.square().sum() + summary.sum(), weights)
+    want_grads = torch.autograd.grad(want.square().sum() + want.mean(1, keepdim=True).sum(), weights)
+    for got, expected in zip(grads, want_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("encoder", ["conv", "film_keypoints"])
+def test_encoders_reuse_one_frame_buffer_across_batch_sizes(encoder):
+    torch.manual_seed(0)
+    enc = make_encoder(ModelConfig(encoder=encoder, patch_size=16, width=32), 64)
+    images = torch.randint(0, 256, (6, 64, 64, 3), dtype=torch.uint8)
+    text = torch.randn(6, 32)
+    with torch.no_grad():
+        whole, _ = enc(images, text)
+        buffer = enc.frames._buffer.data_ptr()
+        part, _ = enc(images[3:], text[3:])  # a smaller batch: the first rows of the same buffer
+        assert enc.frames._buffer.data_ptr() == buffer
+        torch.testing.assert_close(part, whole[3:], rtol=1e-5, atol=1e-6)
+        again, _ = enc(images, text)
+        assert enc.frames._buffer.data_ptr() == buffer
+        torch.testing.assert_close(again, whole)
+        bigger = torch.cat([images, images])  # a larger batch grows it
+        grown, _ = enc(bigger, torch.cat([text, text]))
+        torch.testing.assert_close(grown[6:], whole, rtol=1e-5, atol=1e-6)
+
+
+def test_a_forward_that_overwrites_frames_a_pending_backward_needs_makes_it_raise():
+    torch.manual_seed(0)
+    enc = ConvPatchEncoder(32, 16, 64)
+    text = torch.randn(2, 16)
+    first, _ = enc(torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8), text)
+    enc(torch.randint(0, 256, (2, 64, 64, 3), dtype=torch.uint8), text)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        first.sum().backward()

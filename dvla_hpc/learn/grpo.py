@@ -22,13 +22,12 @@ def process_advantages(step_rewards: list[torch.Tensor], gamma: float = 1.0) -> 
     mean, std = flat.mean(), flat.std(unbiased=False)
     out = []
     for rewards in step_rewards:
-        norm = (rewards.double() - mean) / (std + EPS)
-        to_go = torch.zeros_like(norm)
-        running = 0.0
+        norm = ((rewards.double() - mean) / (std + EPS)).tolist()  # Python floats: no tensor op per step
+        to_go, running = [0.0] * len(norm), 0.0
         for t in range(len(norm) - 1, -1, -1):
             running = norm[t] + gamma * running
             to_go[t] = running
-        out.append(to_go.float())
+        out.append(torch.tensor(to_go, dtype=torch.float32))
     return out
 
 

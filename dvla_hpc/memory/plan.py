@@ -158,6 +158,7 @@ def plan_memory(bp: Blueprint, role: str, device: "torch.device | None", sampler
         if role == "infer" and weights_wire_on_host(bp, device):
             parts.add("staging", weight_copy, host=True)  # roles/infer.py's host landing buffer
         parts.add("activations", inference_activation_bytes(bp, bp.infer_batch, bytes_per_activation))
+        parts.add("activations", float_frames_bytes(bp, bp.infer_batch))  # the other copy's FloatFrames
         parts.add("slabs", batch_stager_bytes(bp))  # on the policy's device
     parts.add("slabs", slab_pool_bytes(bp, role, samplers, infer_ranks), host=True)
     return parts.plan(role, device, params, learners)
@@ -274,7 +275,8 @@ def training_activation_bytes(bp: Blueprint, batch: int, bytes_per_activation: i
                   + 4 T w                    token assembly (embeddings, positions, concat)
                   + A * (2 w + 2 bins)       final norm and action head
                   + encoder_elements ]       the image encoder (see `encoder_elements`)
-        + B * 4 * 3 H W                      the image as float32 (autocast leaves it fp32)
+        + B * 4 * 3 H W                      the frames as float32 (autocast leaves them fp32;
+                                             FloatFrames keeps them between steps)
     """
     m = bp.cfg.model
     t, w, f = token_count(bp), m.width, m.ff_mult * m.width
@@ -282,7 +284,7 @@ def training_activation_bytes(bp: Blueprint, batch: int, bytes_per_activation: i
     trunk = ((m.depth - 1) * t * (8 * w + f) + 4 * t * w + a * (4 * w + f)
              + t * (4 * w + 2 * f) + 2 * m.heads * t * t)
     per_sample = trunk + 4 * t * w + a * (2 * w + 2 * m.action_bins) + encoder_elements(bp)
-    return batch * (bytes_per_activation * per_sample + 4 * math.prod(bp.spec.frames_shape))
+    return batch * bytes_per_activation * per_sample + float_frames_bytes(bp, batch)
 
 
 def inference_activation_bytes(bp: Blueprint, batch: int, bytes_per_activation: int = 4) -> int:
@@ -291,7 +293,12 @@ def inference_activation_bytes(bp: Blueprint, batch: int, bytes_per_activation: 
     m = bp.cfg.model
     t, w, f = token_count(bp), m.width, m.ff_mult * m.width
     per_sample = t * (6 * w + f) + m.heads * t * t + encoder_elements(bp)
-    return batch * (bytes_per_activation * per_sample + 4 * math.prod(bp.spec.frames_shape))
+    return batch * bytes_per_activation * per_sample + float_frames_bytes(bp, batch)
+
+
+def float_frames_bytes(bp: Blueprint, batch: int) -> int:
+    """The encoder's reused float32 copy of a batch's frames (model/frames.py), kept between calls."""
+    return batch * 4 * math.prod(bp.spec.frames_shape)
 
 
 def free_memory(device: "torch.device | None") -> int | None:

@@ -10,10 +10,12 @@ into patch tokens (B, num_patches, width) and one summary token (B, 1, width).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dvla_hpc.config.schema import ModelConfig
 from dvla_hpc.model.conv_stack import CONV_STACK, conv_output_size
+from dvla_hpc.model.frames import FloatFrames
 
 
 class FiLMPatchEncoder(nn.Module):
@@ -32,6 +34,7 @@ class FiLMPatchEncoder(nn.Module):
         self.patch_size = patch_size
         self.project = nn.Linear(channels, width)
         self.keypoints = nn.Linear(2 * channels, width)
+        self.frames = FloatFrames()
 
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Patch tokens (B, patches, width) and one keypoint token (B, 1, width).
@@ -42,10 +45,10 @@ class FiLMPatchEncoder(nn.Module):
         the patchify conv is a matmul over whole patches. The same function as the convolutions,
         at a fraction of their forward and backward cost on a CPU."""
         b, h, w, _ = images.shape
-        pixels = images.float().div_(255.0).view(b, h * w, 3)
+        pixels = self.frames(images).view(b, h * w, 3)  # 0-255: the 1/255 is in the weight
         g1, b1, g2, b2 = self.film(text).chunk(4, dim=-1)
         scale = 1 + g1
-        weight = self.pixel.weight.flatten(1).t() * scale.unsqueeze(1)  # (B, 3, channels)
+        weight = self.pixel.weight.flatten(1).t() * (scale / 255.0).unsqueeze(1)  # (B, 3, channels)
         bias = (self.pixel.bias * scale + b1).unsqueeze(1)  # (B, 1, channels)
         temperature = self.log_temperature.exp()
         scaled = torch.baddbmm(bias * temperature, pixels, weight * temperature)
@@ -84,12 +87,15 @@ class ConvPatchEncoder(nn.Module):
             layers += [nn.Conv2d(channels, out, kernel, stride), nn.ReLU()]
             channels, size = out, conv_output_size(size, kernel, stride)
         self.convs = nn.Sequential(*layers[:-1])
+        self.frames = FloatFrames()
         self.film = nn.Linear(text_width, 2 * channels)
         self.project = nn.Linear(channels, width)
         self.num_patches = size * size
 
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.convs(images.permute(0, 3, 1, 2).float().div_(255.0))
+        first = self.convs[0]  # on 0-255 frames, its weight scaled by 1/255 instead
+        x = F.conv2d(self.frames(images).permute(0, 3, 1, 2), first.weight / 255.0, first.bias, first.stride)
+        x = self.convs[1:](x)
         gamma, beta = self.film(text).unsqueeze(-1).unsqueeze(-1).chunk(2, dim=1)
         patches = self.project(torch.relu(x * (1 + gamma) + beta).flatten(2).transpose(1, 2))
         return patches, patches.mean(1, keepdim=True)
