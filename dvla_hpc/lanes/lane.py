@@ -56,6 +56,12 @@ class SlotQueue:
         self.name = name
         self._q: queue.Queue[int] = queue.Queue(maxsize=capacity)
         self.wake = WakePipe() if wakeable else None
+        self._put_events: list[threading.Event] = []
+
+    def set_on_put(self, event: threading.Event) -> None:
+        """Set `event` whenever a slot is put: a thread that polls several things (the data pump)
+        sleeps on it, so a slot put into this queue ends its sleep."""
+        self._put_events.append(event)
 
     def put(self, slot: int, stop: threading.Event) -> bool:
         while not stop.is_set():
@@ -78,6 +84,8 @@ class SlotQueue:
     def _notify(self) -> None:
         if self.wake is not None:
             self.wake.notify()
+        for event in self._put_events:
+            event.set()
 
     def get(self, timeout: float) -> int | None:
         try:

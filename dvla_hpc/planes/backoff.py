@@ -4,6 +4,7 @@ A blocking MPI call spins a whole core; a fixed short sleep burns the GIL for th
 Backoff answers fast when the thing is about to happen and costs next to nothing when it is not."""
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
@@ -19,8 +20,12 @@ class Backoff:
         self.max_sleep_s = max_sleep_s
         self.delay = FIRST_SLEEP_S
 
-    def idle(self) -> None:
-        time.sleep(self.delay)
+    def idle(self, wake: threading.Event | None = None) -> None:
+        """Sleep the current delay, or until `wake` is set if that comes first."""
+        if wake is None:
+            time.sleep(self.delay)
+        else:
+            wake.wait(self.delay)
         self.delay = min(self.delay * 2, self.max_sleep_s)
 
     def reset(self) -> None:

@@ -5,7 +5,8 @@ Lanes never see the transport: they put slot ids into an outbox queue and take s
 inbox queue, exactly as in single-process mode. The pump thread starts a send per outgoing slab
 (and frees the slot when it completes) and keeps receives pre-posted into free slots of the
 receiving pool. A full inbox holds the slot back, which stops re-posting: backpressure reaches
-the sender."""
+the sender. Between polls the pump backs off, but a slot put into any of its outboxes wakes it
+at once: an outgoing slab never waits out a sleep."""
 from __future__ import annotations
 
 import threading
@@ -61,6 +62,7 @@ class DataPump(threading.Thread):
         self.outbound: list[Outbound] = []
         self.inbound: list[Inbound] = []
         self.running = threading.Event()
+        self.outbox_put = threading.Event()  # set by every outbox's put (SlotQueue.set_on_put)
         self.draining = False
         self.error: BaseException | None = None
         self.bytes_sent = 0
@@ -73,6 +75,7 @@ class DataPump(threading.Thread):
         over the pump's communicator."""
         transport = transport or self.mpi
         transport.register(list(pool.raw))
+        queue.set_on_put(self.outbox_put)
         self.outbound.append(Outbound(queue, pool, tag, destination, transport))
 
     def receive_into(self, source: int, tag: int, pool: SlabPool, queue: SlotQueue, kind: SlabKind,
@@ -90,10 +93,11 @@ class DataPump(threading.Thread):
         backoff = Backoff(self.max_sleep_s)
         try:
             while self.running.is_set():
+                self.outbox_put.clear()  # before the step: a put after it is never slept through
                 if self.step():
                     backoff.reset()
                 else:
-                    backoff.idle()
+                    backoff.idle(self.outbox_put)
         except BaseException as err:  # recorded for the rank's main loop, then the excepthook aborts
             self.error = err
             raise
