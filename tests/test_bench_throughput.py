@@ -45,3 +45,42 @@ def test_steady_rates_skip_the_warmup_share(tmp_path):
     path.write_text(json.dumps(records[0]) + "\n")
     with pytest.raises(SystemExit, match="only 1 updates"):
         steady_rates(path, 0.2)
+
+
+def test_rounds_alternate_the_run_order_and_report_medians_of_in_round_fractions(tmp_path, monkeypatch):
+    from dvla_hpc.bench import throughput
+
+    variants = [("local", []), ("mpi4", ["mpiexec", "-n", "4"])]
+    first, second = throughput.run_order(variants, 0), throughput.run_order(variants, 1)
+    assert [(label, mode) for label, _, mode in first] == [
+        ("local", "sync"), ("local", "async"), ("mpi4", "sync"), ("mpi4", "async")]
+    assert second == first[::-1]
+
+    probes = iter([0.004, 0.002, 0.004])  # the learn lane's ms a step, per round: the model moves
+    started: list[str] = []
+
+    def measure(cfg, seconds):
+        learn = next(probes)
+        return {"sample": LaneCost(0.001, 0.001, 10), "infer": LaneCost(0.001, 0.001, 10),
+                "learn": LaneCost(learn, learn, 10)}
+
+    def run_main(label, prefix, args, run_dir, timeout_s):
+        started.append(label)
+        return {"lanes": {"learn": {"busy": 0.5, "breakdown": {"compute": 0.5}}}, "wall_seconds": 1.0}
+
+    def steady_rates(path, warmup_share):  # every run at 100 steps/s: the fractions follow the model
+        return {"env_steps_per_s": 100.0, "trained_samples_per_s": 100.0, "lag_mean": 0.0}
+
+    monkeypatch.setattr(throughput, "measure", measure)
+    monkeypatch.setattr(throughput, "run_main", run_main)
+    monkeypatch.setattr(throughput, "steady_rates", steady_rates)
+    assert throughput.main(["--out", str(tmp_path), "--rounds", "3", "--ranks", "4"]) == 0
+    assert started[:4] == ["local-sync", "local-async", "mpi4-sync", "mpi4-async"]
+    assert started[4:8] == started[:4][::-1]
+    report = json.loads((tmp_path / "throughput.json").read_text())
+    fractions = [r["ratios"]["local-async_of_model"] for r in report["rounds"]]
+    bounds = [r["model"]["async_steps_per_s"] for r in report["rounds"]]  # cores=1 or more: 1/max lane
+    assert fractions == pytest.approx([100.0 / b for b in bounds])
+    assert report["median"]["local-async_of_model"] == pytest.approx(sorted(fractions)[1], abs=1e-4)
+    assert report["median"]["local-async_of_model_range"] == [min(fractions), max(fractions)]
+    assert report["median"]["mpi4_async_over_sync"] == pytest.approx(1.0)

@@ -1,6 +1,7 @@
 """Benchmark: each lane's cost alone, then sync and async runs of one config, against the model.
 
-    python -m dvla_hpc.bench throughput --config configs/throughput.yaml [--ranks 4] [key=value ...]
+    python -m dvla_hpc.bench throughput --config configs/throughput.yaml [--ranks 4] [--rounds 3]
+        [key=value ...]
 
 Steady-state rates come from the runs' metrics.jsonl (update records after the warm-up share of
 the run), so process start-up and env spawning do not count against either mode."""
@@ -13,8 +14,10 @@ import sys
 from pathlib import Path
 
 from dvla_hpc.bench.lane_costs import measure, model_bounds
+from dvla_hpc.bench.reacher import median_ratios
 from dvla_hpc.bench.runs import mpiexec, run_main, write_results
 from dvla_hpc.config.loader import load_config
+from dvla_hpc.config.schema import Config
 
 
 def steady_rates(metrics_path: Path, warmup_share: float) -> dict:
@@ -39,57 +42,91 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench_out/throughput")
     parser.add_argument("--probe-seconds", type=float, default=10.0, help="time each lane alone")
     parser.add_argument("--ranks", type=int, default=0, help="also run both modes under mpiexec -n RANKS")
+    parser.add_argument("--rounds", type=int, default=1, help=(
+        "repeat the probes and the runs this many times, the runs in reverse order every other "
+        "round; each fraction is taken within its round, the headline is the median"))
     parser.add_argument("--warmup-share", type=float, default=0.2)
     parser.add_argument("--timeout", type=float, default=1200.0)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(args.config, args.overrides)
     cores = len(os.sched_getaffinity(0))
-
-    print(f"lane costs alone ({args.probe_seconds:.0f} s each) ...", flush=True)
-    model = model_bounds(measure(cfg, args.probe_seconds), cores)
-    results: dict = {"config": args.config, "overrides": args.overrides, "cores": cores, "model": model,
-                     "runs": {}}
-    for name, c in model["costs"].items():
-        print(f"  {name:<7} {1e3 * c['wall_per_step']:7.3f} ms/step wall  {1e3 * c['cpu_per_step']:7.3f} "
-              f"ms/step CPU  ({c['cores_used']:.2f} cores)")
-
     variants = [("local", [])]
     if args.ranks:
         variants.append((f"mpi{args.ranks}", [mpiexec(), "-n", str(args.ranks)]))
-    for label, prefix in variants:
-        for mode in ("sync", "async"):
-            run_dir = out / f"{label}-{mode}"
-            summary = run_main(f"{label}-{mode}", prefix, ["--config", args.config, *args.overrides,
-                                                            f"run.mode={mode}"], run_dir, args.timeout)
-            rates = steady_rates(run_dir / "metrics.jsonl", args.warmup_share)
-            results["runs"][f"{label}-{mode}"] = {**rates, "lanes": summary["lanes"],
-                                                  "wall_seconds": summary["wall_seconds"]}
 
+    results: dict = {"config": args.config, "overrides": args.overrides, "cores": cores}
+    if args.rounds == 1:
+        results.update(run_round(args, cfg, cores, variants, out, index=0))
+    else:
+        results["rounds"] = []
+        for index in range(args.rounds):
+            print(f"\nround {index}:", flush=True)
+            results["rounds"].append(run_round(args, cfg, cores, variants, out / f"round_{index}", index))
+            results["median"] = median_ratios(results["rounds"])
+            write_results(out / "throughput.json", results)
+        print(f"\nmedians over {args.rounds} rounds (range):")
+        for key, value in results["median"].items():
+            if not key.endswith("_range"):
+                low, high = results["median"].get(f"{key}_range", [value, value])
+                print(f"  {key:<34}{value:6.2f}  ({low:.2f}-{high:.2f})")
+    write_results(out / "throughput.json", results)
+    return 0
+
+
+def run_order(variants: list[tuple[str, list[str]]], index: int) -> list[tuple[str, list[str], str]]:
+    """(label, launcher prefix, mode) of round `index`'s runs; odd rounds run them in reverse, so
+    drift over a round does not always favour the same run."""
+    runs = [(label, prefix, mode) for label, prefix in variants for mode in ("sync", "async")]
+    return runs if index % 2 == 0 else runs[::-1]
+
+
+def run_round(args: argparse.Namespace, cfg: Config, cores: int, variants: list[tuple[str, list[str]]],
+              out: Path, index: int) -> dict:
+    """Probe the lanes alone, then run every variant in both modes; each run's fraction of the
+    model and each variant's async/sync, in `ratios`."""
+    print(f"lane costs alone ({args.probe_seconds:.0f} s each) ...", flush=True)
+    model = model_bounds(measure(cfg, args.probe_seconds), cores)
+    for name, c in model["costs"].items():
+        print(f"  {name:<7} {1e3 * c['wall_per_step']:7.3f} ms/step wall  {1e3 * c['cpu_per_step']:7.3f} "
+              f"ms/step CPU  ({c['cores_used']:.2f} cores)")
+    runs: dict = {}
+    for label, prefix, mode in run_order(variants, index):
+        run_dir = out / f"{label}-{mode}"
+        summary = run_main(f"{label}-{mode}", prefix, ["--config", args.config, *args.overrides,
+                                                        f"run.mode={mode}"], run_dir, args.timeout)
+        rates = steady_rates(run_dir / "metrics.jsonl", args.warmup_share)
+        runs[f"{label}-{mode}"] = {**rates, "lanes": summary["lanes"], "wall_seconds": summary["wall_seconds"]}
+    names = [f"{label}-{mode}" for label, _ in variants for mode in ("sync", "async")]
+    runs = {name: runs[name] for name in names}  # in the table's order, whichever ran first
+
+    result: dict = {"model": model, "runs": runs, "ratios": {}}
+    model_ratio = model["async_steps_per_s"] / model["sync_steps_per_s"]
     print(f"\n{'run':<14}{'env steps/s':>12}{'trained/s':>11}{'model':>9}{'of model':>10}{'lag':>6}")
-    for name, r in results["runs"].items():
+    for name, r in runs.items():
         bound = model["sync_steps_per_s"] if name.endswith("-sync") else model["async_steps_per_s"]
         r["model_steps_per_s"] = bound
-        r["fraction_of_model"] = r["env_steps_per_s"] / bound
+        r["fraction_of_model"] = result["ratios"][f"{name}_of_model"] = r["env_steps_per_s"] / bound
         print(f"{name:<14}{r['env_steps_per_s']:>12.1f}{r['trained_samples_per_s']:>11.1f}{bound:>9.1f}"
               f"{r['fraction_of_model']:>10.2f}{r['lag_mean']:>6.2f}")
     for label, _ in variants:
-        runs = results["runs"]
         ratio = runs[f"{label}-async"]["env_steps_per_s"] / runs[f"{label}-sync"]["env_steps_per_s"]
-        results[f"{label}_async_over_sync"] = ratio
+        result[f"{label}_async_over_sync"] = result["ratios"][f"{label}_async_over_sync"] = ratio
+        result["ratios"][f"{label}_async_over_sync_of_model"] = ratio / model_ratio
         busiest = max(runs[f"{label}-async"]["lanes"].items(), key=lambda kv: kv[1].get("busy", 0))
-        print(f"{label}: async / sync = {ratio:.2f} (model {model['async_steps_per_s'] / model['sync_steps_per_s']:.2f}); "
+        print(f"{label}: async / sync = {ratio:.2f} (model {model_ratio:.2f}); "
               f"busiest async lane: {busiest[0]} ({busiest[1]['busy']:.2f} busy)")
     print(f"async bound limited by: {model['async_limited_by']}")
     print("\nwhere each lane's time went (share of its run: compute / copy / wait / poll)")
-    for name, r in results["runs"].items():
+    for name, r in runs.items():
         parts = "  ".join(f"{lane} " + "/".join(f"{share:.2f}" for share in v["breakdown"].values())
                           for lane, v in r["lanes"].items())
         print(f"{name:<14}{parts}")
-    write_results(out / "throughput.json", results)
-    return 0
+    return result
 
 
 if __name__ == "__main__":
