@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"config": args.config, "overrides": args.overrides, "cores": cores}
     if args.rounds == 1:
         results.update(run_round(args, cfg, cores, variants, out, index=0))
+        write_results(out / "throughput.json", results)
     else:
         results["rounds"] = []
         for index in range(args.rounds):
@@ -74,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
             if not key.endswith("_range"):
                 low, high = results["median"].get(f"{key}_range", [value, value])
                 print(f"  {key:<34}{value:6.2f}  ({low:.2f}-{high:.2f})")
-    write_results(out / "throughput.json", results)
     return 0
 
 
