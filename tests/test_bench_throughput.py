@@ -6,7 +6,7 @@ import json
 import pytest
 
 from dvla_hpc.bench.lane_costs import LaneCost, measure, model_bounds
-from dvla_hpc.bench.throughput import steady_rates
+from dvla_hpc.bench.throughput import steady_load, steady_rates
 from dvla_hpc.config.schema import Config
 
 
@@ -47,6 +47,24 @@ def test_steady_rates_skip_the_warmup_share(tmp_path):
         steady_rates(path, 0.2)
 
 
+def test_steady_load_weighs_the_lanes_records_inside_the_window(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+
+    def lanes(t, host, *ranks):
+        return {"kind": "lanes", "t": t, "host_cpu_busy_percent": host,
+                "ranks": {str(i): {"cpu_percent": c} for i, c in enumerate(ranks)}}
+
+    # the 8 s record's interval began at 2 s, before the window: left out
+    records = [lanes(2.0, 10.0, 50.0), lanes(8.0, 10.0, 50.0), lanes(12.0, 100.0, 150.0, 50.0),
+               lanes(20.0, 70.0, 100.0, 40.0), {"kind": "update", "t": 21.0}]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    load = steady_load(path, window_start_t=5.0, env_steps_per_s=100.0)
+    assert load["host_busy_share"] == pytest.approx((4 * 1.0 + 8 * 0.7) / 12)
+    assert load["job_cores"] == pytest.approx((4 * 2.0 + 8 * 1.4) / 12)
+    assert load["job_cpu_ms_per_step"] == pytest.approx(1e3 * load["job_cores"] / 100.0)
+    assert steady_load(path, window_start_t=9.0, env_steps_per_s=100.0) == {}  # one record: too few
+
+
 def test_rounds_alternate_the_run_order_and_report_medians_of_in_round_fractions(tmp_path, monkeypatch):
     from dvla_hpc.bench import throughput
 
@@ -69,11 +87,15 @@ def test_rounds_alternate_the_run_order_and_report_medians_of_in_round_fractions
         return {"lanes": {"learn": {"busy": 0.5, "breakdown": {"compute": 0.5}}}, "wall_seconds": 1.0}
 
     def steady_rates(path, warmup_share):  # every run at 100 steps/s: the fractions follow the model
-        return {"env_steps_per_s": 100.0, "trained_samples_per_s": 100.0, "lag_mean": 0.0}
+        return {"env_steps_per_s": 100.0, "trained_samples_per_s": 100.0, "lag_mean": 0.0, "window_start_t": 1.0}
+
+    def steady_load(path, window_start_t, env_steps_per_s):
+        return {"host_busy_share": 0.9, "job_cores": 1.8, "job_cpu_ms_per_step": 18.0}
 
     monkeypatch.setattr(throughput, "measure", measure)
     monkeypatch.setattr(throughput, "run_main", run_main)
     monkeypatch.setattr(throughput, "steady_rates", steady_rates)
+    monkeypatch.setattr(throughput, "steady_load", steady_load)
     assert throughput.main(["--out", str(tmp_path), "--rounds", "3", "--ranks", "4"]) == 0
     assert started[:4] == ["local-sync", "local-async", "mpi4-sync", "mpi4-async"]
     assert started[4:8] == started[:4][::-1]

@@ -63,6 +63,8 @@ def check_run_directory(out: Path, min_steps: int) -> dict:
     assert ckpt.counters["version"] == final_version
     updates = [m for m in read_metrics(out / "metrics.jsonl") if m["kind"] == "update"]
     assert len(updates) == summary["updates"] > 0
+    lanes = [m for m in read_metrics(out / "metrics.jsonl") if m["kind"] == "lanes"]
+    assert lanes and all(0.0 <= m["host_cpu_busy_percent"] <= 100.0 for m in lanes)
     return summary
 
 

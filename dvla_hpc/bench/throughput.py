@@ -32,8 +32,23 @@ def steady_rates(metrics_path: Path, warmup_share: float) -> dict:
     dt = t_end - first["t"]
     return {"env_steps_per_s": (updates[-1]["env_steps"] - first["env_steps"]) / dt,
             "trained_samples_per_s": sum(r["samples"] for r in window) / dt,
-            "window_s": dt, "updates_in_window": len(window),
+            "window_start_t": first["t"], "window_s": dt, "updates_in_window": len(window),
             "lag_mean": sum(r["lag_mean"] * r["samples"] for r in window) / max(1, sum(r["samples"] for r in window))}
+
+
+def steady_load(metrics_path: Path, window_start_t: float, env_steps_per_s: float) -> dict:
+    """Over the "lanes" records whose intervals lie in the steady window: the share of the host's
+    cores that were busy, and the job's own CPU (every rank with its env workers) per env step.
+    Empty when the run logged fewer than two such records."""
+    lanes = [r for r in map(json.loads, metrics_path.read_text().splitlines())
+             if r.get("kind") == "lanes" and "host_cpu_busy_percent" in r]
+    spans = [(cur, cur["t"] - prev["t"]) for prev, cur in zip(lanes, lanes[1:]) if prev["t"] >= window_start_t]
+    if len(spans) < 2:
+        return {}
+    seconds = sum(dt for _, dt in spans)
+    job_cores = sum(dt * sum(rank["cpu_percent"] for rank in r["ranks"].values()) for r, dt in spans) / 100 / seconds
+    return {"host_busy_share": sum(dt * r["host_cpu_busy_percent"] for r, dt in spans) / 100 / seconds,
+            "job_cores": job_cores, "job_cpu_ms_per_step": 1e3 * job_cores / env_steps_per_s}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,7 +115,8 @@ def run_round(args: argparse.Namespace, cfg: Config, cores: int, variants: list[
         summary = run_main(f"{label}-{mode}", prefix, ["--config", args.config, *args.overrides,
                                                         f"run.mode={mode}"], run_dir, args.timeout)
         rates = steady_rates(run_dir / "metrics.jsonl", args.warmup_share)
-        runs[f"{label}-{mode}"] = {**rates, "lanes": summary["lanes"], "wall_seconds": summary["wall_seconds"]}
+        load = steady_load(run_dir / "metrics.jsonl", rates["window_start_t"], rates["env_steps_per_s"])
+        runs[f"{label}-{mode}"] = {**rates, **load, "lanes": summary["lanes"], "wall_seconds": summary["wall_seconds"]}
     names = [f"{label}-{mode}" for label, _ in variants for mode in ("sync", "async")]
     runs = {name: runs[name] for name in names}  # in the table's order, whichever ran first
 
@@ -121,6 +137,12 @@ def run_round(args: argparse.Namespace, cfg: Config, cores: int, variants: list[
         print(f"{label}: async / sync = {ratio:.2f} (model {model_ratio:.2f}); "
               f"busiest async lane: {busiest[0]} ({busiest[1]['busy']:.2f} busy)")
     print(f"async bound limited by: {model['async_limited_by']}")
+    model_cpu_ms = 1e3 * sum(c["cpu_per_step"] for c in model["costs"].values())
+    print(f"\nhost CPUs busy, and the job's CPU per env step (the probes': {model_cpu_ms:.3f} ms)")
+    for name, r in runs.items():
+        if "host_busy_share" in r:
+            print(f"{name:<14}{r['host_busy_share']:>6.1%} busy  {r['job_cpu_ms_per_step']:7.3f} ms/step "
+                  f"on {r['job_cores']:.2f} cores")
     print("\nwhere each lane's time went (share of its run: compute / copy / wait / poll)")
     for name, r in runs.items():
         parts = "  ".join(f"{lane} " + "/".join(f"{share:.2f}" for share in v["breakdown"].values())

@@ -5,6 +5,8 @@ import time
 from dataclasses import asdict
 from typing import Callable
 
+import psutil
+
 from dvla_hpc.config.schema import Config
 from dvla_hpc.lanes.lane import Lane
 from dvla_hpc.lanes.learn import LearnLane, RunProgress
@@ -32,8 +34,10 @@ def supervise(cfg: Config, learn: LearnLane, lanes: list[Lane], metrics: Metrics
     """Runs until the step budget, the wall-clock limit or the success target is reached, or
     `keep_going()` says no; returns the RSS track and that reason (logged as an "end" record).
     The first trained update ends the warm-up: the data path is sealed and RSS growth counts from there.
-    Each "lanes" metrics record carries `telemetry()`: the latest CPU, memory and GPU figures per rank."""
+    Each "lanes" metrics record carries `telemetry()`: the latest CPU, memory and GPU figures per rank,
+    and how busy this host's CPUs were since the previous record (100 = every core, whoever ran)."""
     bar = ProgressBar(cfg.run.total_env_steps, cfg.run.progress_bar)
+    psutil.cpu_percent()  # starts the host's interval: each later call covers the time since the last
     next_metrics = started + cfg.run.metrics_every_s
     rss = RssTrack()
     reason = "stop request"
@@ -55,6 +59,7 @@ def supervise(cfg: Config, learn: LearnLane, lanes: list[Lane], metrics: Metrics
                              **{lane.name: asdict(lane.report()) for lane in lanes},
                              "rss_mib": round(rss_mib, 1),
                              "data_path_allocations_after_warmup": sum(DATA_PATH.after_warmup.values()),
+                             "host_cpu_busy_percent": psutil.cpu_percent(),
                              "ranks": telemetry()})
             bar.update(learn.progress)
             time.sleep(0.05)
