@@ -125,12 +125,15 @@ def small_config() -> Config:
     return cfg
 
 
-def serve(ports, seen: dict, until: float) -> None:
-    """Stand in for the infer lane: answer every observation slab, note each row's group."""
+def serve(ports, seen: dict, until: float, on_slab=None) -> None:
+    """Stand in for the infer lane: answer every observation slab, note each row's group (and
+    call `on_slab` for each slab)."""
     while time.monotonic() < until:
         slot = ports.obs_out.get(0.05)
         if slot is None:
             continue
+        if on_slab is not None:
+            on_slab()
         obs = ports.obs_pool.slots[slot]
         n = int(obs["header"][H.COUNT])
         for j in range(n):
@@ -168,3 +171,29 @@ def test_a_sampler_waits_for_grants_and_completes_every_group_it_starts():
     assert sorted(g - 5 * GROUP_KEY_STRIDE for g in seen) == [0, 1, 2]
     assert all(len(envs) == 2 for envs in seen.values())  # every started group got both members
     assert len(set(np.concatenate([list(e) for e in seen.values()]))) >= 2
+
+
+def test_envs_parked_beside_a_stepping_env_rejoin_once_flow_control_allows():
+    """A grant that trickles in, one group at a time: an env that parked while others of its half
+    kept stepping must take its turn again, not stay parked for the rest of the run."""
+    cfg = small_config()
+    cfg.env.envs_per_sampler, cfg.learn.group_size = 8, 1
+    bp = Blueprint.from_config(cfg)
+    ports = assembly.sim_ports(bp)
+    flow = assembly.flow_control(bp)
+    flow.observe(3)
+    sig = assembly.Signals.new()
+    [lane] = assembly.sim_lanes(bp, 0, 1, ports, sig, flow)
+    lane.start()
+    try:
+        def trickle() -> None:  # one more group than the lane has started: a spare, never more
+            flow.observe(lane.schedule.groups_started + 1)
+        serve(ports, {}, time.monotonic() + 2.0, on_slab=trickle)
+        late: dict[int, set] = {}
+        serve(ports, late, time.monotonic() + 2.0, on_slab=trickle)
+    finally:
+        sig.stop.set()
+        lane.join(10)
+    assert lane.error is None, lane.error_text
+    running = set().union(*late.values())
+    assert running == set(range(8)), f"envs {sorted(set(range(8)) - running)} stayed parked"

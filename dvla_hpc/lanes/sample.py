@@ -142,7 +142,9 @@ class SampleLane(Lane):
         """Each action slab steps its half, which ships again once its envs are done. While a half
         steps, the lane still takes the other half's action slab as soon as it comes (the env
         wait wakes for it), so every worker has its next batch queued behind the one it is on.
-        A half whose envs flow control has all parked rests until a newer grant allows new groups."""
+        An env that flow control parked rejoins its half when a newer grant allows a new group:
+        at the half's next action slab while the rest of it steps, or, once all of the half is
+        parked, when the half rests."""
         resting = set(range(2)) - set(self.start_round())
         stepping = sorted(set(range(2)) - resting)  # halves whose envs are stepping
         while not self.stop.is_set():
@@ -158,6 +160,7 @@ class SampleLane(Lane):
                     slot = self.action_in.get(0.05)
             if slot is not None:
                 half = self.apply(slot)
+                self.restart(half)
                 if self.live[self.halves[half]].any():
                     stepping.append(half)
                 else:
@@ -184,13 +187,13 @@ class SampleLane(Lane):
         return self.budget.take()
 
     def restart(self, half: int) -> bool:
-        """Reset the resting half's envs that flow control now lets start; whether any did."""
-        ids = self.halves[half]
-        for i in ids:
+        """Reset the half's parked envs that flow control now lets start; whether any did."""
+        parked = self.halves[half][~self.live[self.halves[half]]]
+        for i in parked:
             self.live[i] = self.may_start()
             if self.live[i]:
                 self.group[i], self.seed[i] = self.schedule.next()
-        starting = ids[self.live[ids]]
+        starting = parked[self.live[parked]]
         for i in starting:
             self.draw_next(i)
         if len(starting):
