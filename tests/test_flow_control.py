@@ -148,14 +148,26 @@ def serve(ports, seen: dict, until: float, on_slab=None) -> None:
         ports.action_in.put(out, assembly.Signals.new().stop)
 
 
-def test_a_sampler_waits_for_grants_and_completes_every_group_it_starts():
-    bp = Blueprint.from_config(small_config())
+def start_sampler(cfg: Config, sampler: int, granted: int):
+    """A sample lane under flow control, `granted` groups granted, started: (ports, flow, signals, lane)."""
+    bp = Blueprint.from_config(cfg)
     ports = assembly.sim_ports(bp)
     flow = assembly.flow_control(bp)
-    flow.observe(1)
+    flow.observe(granted)
     sig = assembly.Signals.new()
-    [lane] = assembly.sim_lanes(bp, 5, 1, ports, sig, flow)
+    [lane] = assembly.sim_lanes(bp, sampler, 1, ports, sig, flow)
     lane.start()
+    return ports, flow, sig, lane
+
+
+def stop_sampler(sig, lane) -> None:
+    sig.stop.set()
+    lane.join(10)
+    assert lane.error is None, lane.error_text
+
+
+def test_a_sampler_waits_for_grants_and_completes_every_group_it_starts():
+    ports, flow, sig, lane = start_sampler(small_config(), sampler=5, granted=1)
     seen: dict[int, set] = {}
     try:
         serve(ports, seen, time.monotonic() + 3.0)
@@ -165,9 +177,7 @@ def test_a_sampler_waits_for_grants_and_completes_every_group_it_starts():
         serve(ports, seen, time.monotonic() + 3.0)
         assert lane.schedule.groups_started == 3
     finally:
-        sig.stop.set()
-        lane.join(10)
-    assert lane.error is None, lane.error_text
+        stop_sampler(sig, lane)
     assert sorted(g - 5 * GROUP_KEY_STRIDE for g in seen) == [0, 1, 2]
     assert all(len(envs) == 2 for envs in seen.values())  # every started group got both members
     assert len(set(np.concatenate([list(e) for e in seen.values()]))) >= 2
@@ -178,13 +188,7 @@ def test_envs_parked_beside_a_stepping_env_rejoin_once_flow_control_allows():
     kept stepping must take its turn again, not stay parked for the rest of the run."""
     cfg = small_config()
     cfg.env.envs_per_sampler, cfg.learn.group_size = 8, 1
-    bp = Blueprint.from_config(cfg)
-    ports = assembly.sim_ports(bp)
-    flow = assembly.flow_control(bp)
-    flow.observe(3)
-    sig = assembly.Signals.new()
-    [lane] = assembly.sim_lanes(bp, 0, 1, ports, sig, flow)
-    lane.start()
+    ports, flow, sig, lane = start_sampler(cfg, sampler=0, granted=3)
     try:
         def trickle() -> None:  # one more group than the lane has started: a spare, never more
             flow.observe(lane.schedule.groups_started + 1)
@@ -192,8 +196,6 @@ def test_envs_parked_beside_a_stepping_env_rejoin_once_flow_control_allows():
         late: dict[int, set] = {}
         serve(ports, late, time.monotonic() + 2.0, on_slab=trickle)
     finally:
-        sig.stop.set()
-        lane.join(10)
-    assert lane.error is None, lane.error_text
+        stop_sampler(sig, lane)
     running = set().union(*late.values())
     assert running == set(range(8)), f"envs {sorted(set(range(8)) - running)} stayed parked"
