@@ -18,6 +18,7 @@ from dvla_hpc.bench.reacher import median_ratios
 from dvla_hpc.bench.runs import mpiexec, run_main, write_results
 from dvla_hpc.config.loader import load_config
 from dvla_hpc.config.schema import Config
+from dvla_hpc.output.metrics_log import read_metrics
 
 
 def steady_rates(metrics_path: Path, warmup_share: float) -> dict:
@@ -40,8 +41,7 @@ def steady_load(metrics_path: Path, window_start_t: float, env_steps_per_s: floa
     """Over the "lanes" records whose intervals lie in the steady window: the share of the host's
     cores that were busy, and the job's own CPU (every rank with its env workers) per env step.
     Empty when the run logged fewer than two such records."""
-    lanes = [r for r in map(json.loads, metrics_path.read_text().splitlines())
-             if r.get("kind") == "lanes" and "host_cpu_busy_percent" in r]
+    lanes = [r for r in read_metrics(metrics_path) if r.get("kind") == "lanes" and "host_cpu_busy_percent" in r]
     spans = [(cur, cur["t"] - prev["t"]) for prev, cur in zip(lanes, lanes[1:]) if prev["t"] >= window_start_t]
     if len(spans) < 2:
         return {}
@@ -117,8 +117,8 @@ def run_round(args: argparse.Namespace, cfg: Config, cores: int, variants: list[
         rates = steady_rates(run_dir / "metrics.jsonl", args.warmup_share)
         load = steady_load(run_dir / "metrics.jsonl", rates["window_start_t"], rates["env_steps_per_s"])
         runs[f"{label}-{mode}"] = {**rates, **load, "lanes": summary["lanes"], "wall_seconds": summary["wall_seconds"]}
-    names = [f"{label}-{mode}" for label, _ in variants for mode in ("sync", "async")]
-    runs = {name: runs[name] for name in names}  # in the table's order, whichever ran first
+    runs = {f"{label}-{mode}": runs[f"{label}-{mode}"]  # in the table's order, whichever ran first
+            for label, _, mode in run_order(variants, 0)}
 
     result: dict = {"model": model, "runs": runs, "ratios": {}}
     model_ratio = model["async_steps_per_s"] / model["sync_steps_per_s"]
