@@ -128,6 +128,32 @@ def test_a_signal_stops_cleanly_with_files_closed(tmp_path, ranks, sig):
     assert not list((out / "trajectories").glob("pending_rank*/*.hdf5"))  # packed at close
 
 
+def test_a_scheduler_sigterm_to_every_process_leaves_the_env_workers_to_their_rank(tmp_path):
+    """SLURM signals each process of a step, env workers included, and twice (slurmstepd, then
+    srun). Workers that died with their rank would be restarted, die again, and fail the stop."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(command(out, 1, "run.total_env_steps=1000000", "env.workers_per_sampler=2"),
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            metrics = out / "metrics.jsonl"
+            if metrics.exists() and any(m["kind"] == "update" for m in read_metrics(metrics)):
+                break
+            time.sleep(0.5)
+        for _ in range(2):
+            os.killpg(proc.pid, signal.SIGTERM)
+            time.sleep(0.1)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by"] == "SIGTERM"
+    assert summary["lanes"]["sample"]["worker_restarts"] == 0, stderr[-3000:]
+
+
 def test_resume_continues_weights_counters_and_trajectories(tmp_path):
     out = tmp_path / "run"
     first = run(command(out))

@@ -65,6 +65,7 @@ def test_a_slurm_job_stopped_at_its_time_limit_resumes_when_submitted_again(slur
                             [*args, "run.total_env_steps=10000000", "run.checkpoint_every_s=10"],
                             tmp_path / "first.out", timeout_s=240)
     assert "DUE TO TIME LIMIT" in first, first[-3000:]
+    assert (run_dir / "summary.json").exists(), first[-3000:]
     stopped = summary(run_dir)
     assert stopped["stopped_by"] == "SIGTERM" and stopped["world_size"] == 4, first[-3000:]
     assert read_outputs(run_dir).checkpoint_version == stopped["policy_version"]  # its last act: a checkpoint

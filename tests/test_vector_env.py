@@ -11,6 +11,7 @@ import pytest
 from dvla_hpc.envs.tabletop import TabletopReachEnv
 from dvla_hpc.envs.vector import VectorEnv
 from dvla_hpc.envs.vector_runner import MAX_CONSECUTIVE_FAULTS, EnvStepError
+from dvla_hpc.envs.vector_worker import SIGTERM_GRACE_S
 from dvla_hpc.lanes.lane import WakePipe
 
 SMALL = {"image_size": 32}
@@ -218,6 +219,30 @@ def test_the_shared_block_is_anonymous_and_close_releases_it_and_stops_workers()
         vec.step_async(np.arange(2), np.zeros((2, 2)), np.zeros(2, np.int64))
     view[0, 0, 0, 0, 0] = 7  # still mapped, just closed to new workers
     assert view[0, 0, 0, 0, 0] == 7
+
+
+def test_workers_outlast_a_sigterm_for_the_grace_then_leave_unless_stopped_first():
+    """SLURM sends its SIGTERM to every process of a step; the rank, not the signal, stops workers."""
+    with VectorEnv("tabletop_reach", SMALL, 2, 2) as vec:
+        ids = np.arange(2)
+        vec.reset_async(ids, ids)
+        vec.wait()
+        pids = vec.worker_pids()
+        for _ in range(2):  # slurmstepd's, then the one srun passes on
+            for pid in pids:
+                os.kill(pid, signal.SIGTERM)
+        signalled = time.monotonic()
+        for _ in range(5):
+            vec.step_async(ids, np.zeros((2, 2)), np.array([90, 91]))
+            vec.wait(ids)
+        assert vec.worker_restarts == 0 and not vec.failed.any() and vec.worker_pids() == pids
+        while any(_state(pid) not in ("Z", "gone") for pid in pids):
+            assert time.monotonic() - signalled < SIGTERM_GRACE_S + 10, "SIGTERM'd workers never left"
+            time.sleep(0.2)
+        assert time.monotonic() - signalled > SIGTERM_GRACE_S - 1
+        vec.step_async(ids, np.zeros((2, 2)), np.array([90, 91]))
+        vec.wait(ids)
+        assert vec.worker_restarts == 2 and vec.failed.all()
 
 
 def test_workers_of_a_killed_parent_exit():

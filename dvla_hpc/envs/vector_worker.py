@@ -15,8 +15,20 @@ from dvla_hpc.envs.vector_wire import (
 )
 
 
+# A scheduler's SIGTERM reaches every process of a job step, workers too; their rank stops them as it
+# stops itself. A worker that left at once would be restarted for nothing, and the scheduler's second
+# SIGTERM could kill it mid-recovery. It leaves on its own only if its rank has not stopped it by then.
+SIGTERM_GRACE_S = 15
+
+
+def outlast_sigterm(_signum, _frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.alarm(SIGTERM_GRACE_S)
+
+
 def worker_main(conn: Connection, block_path: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    signal.signal(signal.SIGTERM, outlast_sigterm)
     buffers: EnvBuffers | None = None
     runner: EnvRunner | None = None
     try:
