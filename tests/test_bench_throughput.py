@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import threading
 
+import psutil
 import pytest
 
 from dvla_hpc.bench.lane_costs import LaneCost, measure, model_bounds
@@ -25,9 +27,12 @@ def test_model_sums_lanes_for_sync_and_takes_the_slowest_lane_or_the_cores_for_a
 def test_probes_time_each_lane_alone():
     cfg = Config()
     cfg.env.image_size, cfg.model.patch_size, cfg.env.envs_per_sampler = 16, 8, 4
-    cfg.env.workers_per_sampler, cfg.env.max_episode_steps = 0, 25
+    cfg.env.workers_per_sampler, cfg.env.max_episode_steps = 1, 25
     cfg.learn.group_size, cfg.learn.groups_per_update = 2, 1
+    threads = threading.active_count()
     costs = measure(cfg, seconds=0.3)
+    workers = [p for p in psutil.Process().children() if "resource_tracker" not in " ".join(p.cmdline())]
+    assert threading.active_count() == threads and not workers  # the lanes and env workers are gone
     assert set(costs) == {"sample", "infer", "learn"}
     for cost in costs.values():
         assert cost.steps > 0 and cost.wall_per_step > 0 and cost.cpu_per_step > 0

@@ -1,6 +1,6 @@
 """Per-env-step cost of each lane run alone, at the config's batch sizes, and the performance model.
 
-Each probe runs the lane's real code (the vector env, `InferLane.serve`, `GRPOLearner.update`) with
+Each probe runs the lane's real code (`SampleLane`, `InferLane.serve`, `GRPOLearner.update`) with
 nothing else running, and reports wall seconds and CPU seconds (this process plus its env
 workers) per env step. The model of ../shared/DESIGN.md then gives:
     sync  = 1 / (c_sample + c_infer + c_learn)
@@ -8,6 +8,7 @@ workers) per env step. The model of ../shared/DESIGN.md then gives:
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -17,6 +18,7 @@ import psutil
 import torch
 
 from dvla_hpc.config.schema import Config
+from dvla_hpc.lanes.sample import EpisodeBudget, GroupSchedule, SampleLane
 from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.memory.layouts import H, SlabKind, stamp
 from dvla_hpc.memory.slab_pool import SlabPool
@@ -60,29 +62,50 @@ class CpuClock:
         self.cpu = self.cpu_now() - self.cpu0
 
 
-def sample_cost(cfg: Config, seconds: float) -> LaneCost:
-    """Both halves stepping with random actions, as the sample lane steps them."""
-    env = make_vector_env(cfg)
+def sample_cost(cfg: Config, bp: Blueprint, seconds: float) -> LaneCost:
+    """`SampleLane`'s async loop, both halves overlapping, answered at once by a stand-in for the
+    infer lane that hands back random actions: the envs' cost and the lane's own bookkeeping."""
+    n = cfg.env.envs_per_sampler
+    ports, sig = assembly.sim_ports(bp), assembly.Signals.new()
+    lane = SampleLane(0, lambda: make_vector_env(cfg), n, GroupSchedule(cfg.run.seed, 0, cfg.learn.group_size),
+                      EpisodeBudget(None), ports.obs_pool, ports.obs_out, ports.action_pool, ports.action_in,
+                      sig.stop, sig.failed)
+    rng = np.random.default_rng(0)
+    for view in ports.action_pool.slots:
+        stamp(view["header"], SlabKind.ACTIONS)
+        view["action"][:] = rng.uniform(-1, 1, view["action"].shape)
+
+    def answer() -> None:
+        while not sig.stop.is_set():
+            obs = ports.obs_out.get(0.05)
+            if obs is None:
+                continue
+            half = ports.obs_pool.slots[obs]["header"][H.HALF]
+            ports.obs_pool.release(obs)
+            slot = ports.action_pool.acquire()
+            ports.action_pool.slots[slot]["header"][H.HALF] = half
+            ports.action_in.put(slot, sig.stop)
+
+    answerer = threading.Thread(target=answer, name="probe-answer", daemon=True)
+    lane.start()
+    answerer.start()
     try:
-        n = cfg.env.envs_per_sampler
-        rng = np.random.default_rng(0)
-        actions = rng.uniform(-1, 1, (n, env.spec.action_dim)).astype(np.float32)
-        seeds = np.arange(n, dtype=np.int64)
-        ids = np.arange(n, dtype=np.int64)
-        env.reset_async(ids, seeds)
-        env.wait()
-        for _ in range(3):
-            env.step_async(ids, actions, seeds)
-            env.wait()
-        steps = 0
+        warm_until = time.monotonic() + 120
+        while lane.env_steps < 3 * n and not sig.failed.is_set():
+            if time.monotonic() > warm_until:
+                raise RuntimeError("the sample lane probe stepped no envs within 120 s")
+            time.sleep(0.05)
+        first = lane.env_steps
         with CpuClock() as clock:
-            while time.perf_counter() - clock.t0 < seconds:
-                env.step_async(ids, actions, seeds)
-                env.wait()
-                steps += n
-        return LaneCost(clock.wall / steps, clock.cpu / steps, steps)
+            sig.stop.wait(seconds)
+        steps = lane.env_steps - first
     finally:
-        env.close()
+        sig.stop.set()
+        lane.join()
+        answerer.join()
+    if lane.error is not None:
+        raise RuntimeError(f"the sample lane probe failed:\n{lane.error_text}")
+    return LaneCost(clock.wall / steps, clock.cpu / steps, steps)
 
 
 def infer_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device) -> LaneCost:
@@ -162,7 +185,7 @@ def measure(cfg: Config, seconds: float = 10.0) -> dict[str, LaneCost]:
     bp = Blueprint.from_config(cfg)
     device = local_device(cfg.run.device)
     DATA_PATH.configure(pin=device.type == "cuda")
-    return {"sample": sample_cost(cfg, seconds), "infer": infer_cost(cfg, bp, seconds, device),
+    return {"sample": sample_cost(cfg, bp, seconds), "infer": infer_cost(cfg, bp, seconds, device),
             "learn": learn_cost(cfg, bp, seconds, device)}
 
 
