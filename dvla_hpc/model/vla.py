@@ -91,7 +91,7 @@ class VLAPolicy(nn.Module):
             keypoints = keypoints + self.camera_embed.squeeze(1)
         return patches.flatten(1, 2), keypoints.sum(1, keepdim=True)
 
-    @torch.no_grad()
+    @torch.inference_mode()  # a tenth cheaper a small call than no_grad: no version counters
     def act(self, batch: PolicyBatch, generator: torch.Generator | None = None):
         """Sampled action tokens (B, A) and their per-token log-probabilities (B, A)."""
         logits = self.forward(batch)
