@@ -82,7 +82,11 @@ def sample_cost(cfg: Config, bp: Blueprint, seconds: float) -> LaneCost:
                 continue
             half = ports.obs_pool.slots[obs]["header"][H.HALF]
             ports.obs_pool.release(obs)
-            slot = ports.action_pool.acquire()
+            slot = None
+            while slot is None and not sig.stop.is_set():
+                slot = ports.action_pool.acquire(0.05)
+            if slot is None:
+                return
             ports.action_pool.slots[slot]["header"][H.HALF] = half
             ports.action_in.put(slot, sig.stop)
 

@@ -13,7 +13,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import select
 import time
 
 import numpy as np
@@ -21,7 +20,7 @@ import numpy as np
 from dvla_hpc.envs.protocol import EnvSpec
 from dvla_hpc.envs.registry import env_spec, make_env
 from dvla_hpc.envs.vector_buffers import EnvBuffers, create_shared_block, map_shared_block
-from dvla_hpc.envs.vector_process import WorkerHandle, await_ready, spawn_worker, stop_worker
+from dvla_hpc.envs.vector_process import WorkerHandle, await_ready, readable, spawn_worker, stop_worker
 from dvla_hpc.envs.vector_runner import EnvRunner, EnvStepError
 from dvla_hpc.envs.vector_wire import (
     OP_FAILED_RESET, OP_RESET, OP_STEP, REPLY_DONE, REPLY_ERROR, Batch, WorkerConfig, pack_batch,
@@ -315,16 +314,3 @@ class VectorEnv:
         if count and seeds.min() < 0:
             raise ValueError(f"{name} must be non-negative, got {seeds.tolist()}")
         return seeds.astype(np.int64)
-
-
-def readable(handles: list, timeout_s: float) -> list:
-    """The handles (ints or objects with a fileno) that are readable, closed or in error within
-    the timeout: `multiprocessing.connection.wait` in one poll(2), without building a selector
-    each call (a sample lane waits tens of thousands of times a minute)."""
-    poller = select.poll()
-    by_fd = {}
-    for handle in handles:
-        fd = handle if isinstance(handle, int) else handle.fileno()
-        by_fd[fd] = handle
-        poller.register(fd, select.POLLIN)
-    return [by_fd[fd] for fd, _ in poller.poll(timeout_s * 1000)]
