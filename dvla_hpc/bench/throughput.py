@@ -8,7 +8,6 @@ the run), so process start-up and env spawning do not count against either mode.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from dvla_hpc.output.metrics_log import read_metrics
 
 
 def steady_rates(metrics_path: Path, warmup_share: float) -> dict:
-    updates = [r for r in map(json.loads, metrics_path.read_text().splitlines()) if r.get("kind") == "update"]
+    updates = [r for r in read_metrics(metrics_path) if r.get("kind") == "update"]
     if len(updates) < 3:
         raise SystemExit(f"{metrics_path}: only {len(updates)} updates; run longer (run.total_env_steps)")
     t_end = updates[-1]["t"]
