@@ -7,8 +7,8 @@ import threading
 import psutil
 import pytest
 
-from dvla_hpc.bench.lane_costs import LaneCost, measure, model_bounds
-from dvla_hpc.bench.throughput import steady_load, steady_rates
+from dvla_hpc.bench.lane_costs import LaneCost, cold_infer_cost, measure, model_bounds
+from dvla_hpc.bench.throughput import lane_cpu_per_step, steady_load, steady_rates
 from dvla_hpc.config.schema import Config
 
 
@@ -37,6 +37,24 @@ def test_probes_time_each_lane_alone():
     for cost in costs.values():
         assert cost.steps > 0 and cost.wall_per_step > 0 and cost.cpu_per_step > 0
     assert costs["learn"].steps % cfg.env.max_episode_steps == 0  # whole synthetic episodes
+
+
+def test_the_cold_infer_probe_rewrites_its_buffer_outside_the_timing():
+    import time
+
+    import numpy as np
+
+    cfg = Config()
+    cfg.env.image_size, cfg.model.patch_size, cfg.env.envs_per_sampler = 16, 8, 4
+    evict_mib = 256
+    buffer = np.zeros((evict_mib << 20) // 8)
+    started = time.perf_counter()
+    buffer += 1.0
+    rewrite_s = time.perf_counter() - started
+    cost = cold_infer_cost(cfg, seconds=1.0, evict_mib=evict_mib)
+    half = cfg.env.envs_per_sampler // 2
+    assert cost.steps >= half and cost.steps % half == 0
+    assert cost.wall_per_step * half < rewrite_s / 2  # a call's time holds none of the rewrite's
 
 
 def test_steady_rates_skip_the_warmup_share(tmp_path):
@@ -70,6 +88,25 @@ def test_steady_load_weighs_the_lanes_records_inside_the_window(tmp_path):
     assert steady_load(path, window_start_t=9.0, env_steps_per_s=100.0) == {}  # one record: too few
 
 
+def test_lane_cpu_per_step_takes_the_steady_window_where_the_records_have_the_lane_else_the_whole_run(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+
+    def lanes(t, env_steps, learn_cpu, sample_cpu, worker_ms):
+        return {"kind": "lanes", "t": t, "env_steps": env_steps,
+                "learn": {"cpu_seconds": learn_cpu, "counters": {"checkpoints": 0}},
+                "sample": {"cpu_seconds": sample_cpu, "counters": {"worker_cpu_ms": worker_ms}}}
+
+    # the 2 s record lies before the window; the sample lane's env workers count with it
+    records = [lanes(2.0, 0, 0.5, 0.1, 100), lanes(6.0, 1000, 1.0, 0.2, 400), lanes(11.0, 3000, 2.4, 0.4, 1200)]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    summary = {"env_steps": 4000, "lanes": {"learn": {"cpu_seconds": 3.0}, "sample": {"cpu_seconds": 0.5},
+                                            "infer": {"cpu_seconds": 2.0}}}
+    cpu = lane_cpu_per_step(path, summary, window_start_t=5.0)
+    assert cpu["steady"] == {"learn": pytest.approx(0.7), "sample": pytest.approx(1e3 * (0.2 + 0.8) / 2000)}
+    assert cpu["whole_run"] == {"infer": pytest.approx(0.5)}  # under MPI only the learner rank's lanes are logged
+    assert lane_cpu_per_step(path, summary, window_start_t=7.0)["whole_run"]["learn"] == pytest.approx(0.75)
+
+
 def test_rounds_alternate_the_run_order_and_report_medians_of_in_round_fractions(tmp_path, monkeypatch):
     from dvla_hpc.bench import throughput
 
@@ -101,6 +138,9 @@ def test_rounds_alternate_the_run_order_and_report_medians_of_in_round_fractions
     monkeypatch.setattr(throughput, "run_main", run_main)
     monkeypatch.setattr(throughput, "steady_rates", steady_rates)
     monkeypatch.setattr(throughput, "steady_load", steady_load)
+    monkeypatch.setattr(throughput, "cold_infer_cost", lambda cfg, seconds, evict_mib: LaneCost(0.002, 0.002, 10))
+    monkeypatch.setattr(throughput, "lane_cpu_per_step", lambda path, summary, window_start_t: {
+        "steady": {"learn": 0.5}, "whole_run": {"sample": 0.4}})
     assert throughput.main(["--out", str(tmp_path), "--rounds", "3", "--ranks", "4"]) == 0
     assert started[:4] == ["local-sync", "local-async", "mpi4-sync", "mpi4-async"]
     assert started[4:8] == started[:4][::-1]

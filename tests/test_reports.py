@@ -17,7 +17,7 @@ def through_the_wire(msg):
 @pytest.mark.parametrize("lane", sorted(LANE_COUNTERS))
 def test_every_lane_report_round_trips_by_name(lane):
     counters = {name: float(i + 7) for i, name in enumerate(LANE_COUNTERS[lane])}
-    report = LaneReport(lane, 0.25, 0.75, 12, 3.5, counters, copy=0.125, poll=0.5)
+    report = LaneReport(lane, 0.25, 0.75, 12, 3.5, counters, copy=0.125, poll=0.5, cpu_seconds=2.625)
     assert LaneReport.from_message(through_the_wire(report.to_message(rank=5))) == report
 
 
@@ -36,14 +36,17 @@ def test_rank_report_round_trips_with_its_role():
 
 def test_merge_averages_shares_and_sums_counters_per_lane():
     reports = [LaneReport("sample", 0.2, 0.8, 10, 5.0,
-                          {"env_steps": 100, "worker_restarts": 1, "parked_halves": 2}, copy=0.1),
+                          {"env_steps": 100, "worker_restarts": 1, "parked_halves": 2, "worker_cpu_ms": 900},
+                          copy=0.1, cpu_seconds=0.25),
                LaneReport("sample", 0.4, 0.6, 30, 5.0,
-                          {"env_steps": 300, "worker_restarts": 0, "parked_halves": 0}, poll=0.2),
+                          {"env_steps": 300, "worker_restarts": 0, "parked_halves": 0, "worker_cpu_ms": 2100},
+                          poll=0.2, cpu_seconds=0.5),
                LaneReport("learn", 0.9, 0.1, 4, 5.0, {"checkpoints": 2, "checkpoint_ms": 140})]
     merged = merge_lane_reports(reports)
     assert merged["sample"] == {"busy": 0.3, "waiting": 0.7, "items": 40, "ranks": 2,
                                 "breakdown": {"compute": 0.25, "copy": 0.05, "wait": 0.6, "poll": 0.1},
-                                "env_steps": 400, "worker_restarts": 1, "parked_halves": 2}
+                                "env_steps": 400, "worker_restarts": 1, "parked_halves": 2,
+                                "cpu_seconds": 0.75, "worker_cpu_ms": 3000}
     assert merged["learn"]["ranks"] == 1 and merged["learn"]["checkpoints"] == 2 and "infer" not in merged
 
 
@@ -70,3 +73,28 @@ def test_a_lanes_breakdown_splits_busy_into_compute_and_copy_and_waiting_into_wa
     assert sum(parts.values()) == pytest.approx(1.0, abs=2e-3)
     assert parts["poll"] > parts["copy"] > 0 and parts["wait"] > 0 and parts["compute"] > 0
     assert parts["poll"] == pytest.approx(0.4, abs=0.1) and parts["copy"] == pytest.approx(0.2, abs=0.1)
+
+
+def test_a_lanes_cpu_seconds_count_its_own_threads_work_and_not_its_sleep_or_other_threads():
+    import threading
+    import time
+
+    from dvla_hpc.lanes.lane import Lane
+
+    class Spin(Lane):
+        def loop(self):
+            end = time.thread_time() + 0.2
+            while time.thread_time() < end:
+                pass
+            time.sleep(0.3)
+
+    lane = Spin("learn", threading.Event(), threading.Event())
+    assert lane.cpu_seconds() == 0.0  # not started
+    lane.start()
+    spin_until = time.perf_counter() + 0.4  # this thread works meanwhile: not the lane's CPU
+    while time.perf_counter() < spin_until:
+        pass
+    lane.join()
+    cpu = lane.report().cpu_seconds
+    assert 0.19 <= cpu < 0.3
+    assert lane.cpu_seconds() == pytest.approx(cpu, abs=1e-4)  # kept once the thread has ended

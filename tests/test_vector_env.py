@@ -146,6 +146,29 @@ def test_killed_worker_is_restarted_and_its_envs_come_back_failed(caplog):
 
 
 
+def test_worker_cpu_counts_the_workers_and_keeps_what_replaced_and_closed_ones_used():
+    with VectorEnv("tabletop_reach", SMALL, 4, 0) as inline:
+        inline.reset_async(np.arange(4), np.arange(4))
+        inline.wait()
+        assert inline.worker_cpu_seconds() == 0.0  # inline envs use the caller's own CPU
+    with VectorEnv("tabletop_reach", SMALL, 4, 2) as vec:
+        ids = np.arange(4)
+        vec.reset_async(ids, np.arange(4))
+        vec.wait()
+        started = vec.worker_cpu_seconds()
+        for _ in range(30):
+            vec.step_async(ids, np.zeros((4, 2)), np.full(4, 99))
+            vec.wait()
+        stepped = vec.worker_cpu_seconds()
+        assert stepped > started > 0
+        os.kill(vec.worker_pids()[0], signal.SIGKILL)
+        vec.step_async(ids, np.zeros((4, 2)), np.full(4, 99))
+        vec.wait()
+        assert vec.worker_restarts == 1 and vec.worker_cpu_seconds() > stepped
+    closed = vec.worker_cpu_seconds()
+    assert closed > stepped and vec.worker_cpu_seconds() == closed
+
+
 def test_hung_worker_is_killed_after_the_timeout_and_replaced():
     kwargs = {**SMALL, "fault": "hang", "fault_step": 2, "fault_seed": 1}
     with VectorEnv("debug_faulty", kwargs, 4, 2, step_timeout_s=2.0) as vec:

@@ -112,8 +112,10 @@ def sample_cost(cfg: Config, bp: Blueprint, seconds: float) -> LaneCost:
     return LaneCost(clock.wall / steps, clock.cpu / steps, steps)
 
 
-def infer_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device) -> LaneCost:
-    """`InferLane.serve` on observation slabs of one half, episodes closing every max_episode_steps."""
+def infer_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device, evict_bytes: int = 0) -> LaneCost:
+    """`InferLane.serve` on observation slabs of one half, episodes closing every max_episode_steps.
+    With `evict_bytes`, a buffer that large is rewritten before each call, outside the timing, so
+    that every call starts from the caches that other lanes' work between its calls leaves behind."""
     half = cfg.env.envs_per_sampler // 2
     ports = assembly.infer_ports(bp, 1)
     obs_pool, episode_pool = ports.obs_pool, ports.episode_pool
@@ -141,12 +143,18 @@ def infer_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device)
 
     for _ in range(3):
         serve_one()
-    steps = 0
-    with CpuClock() as clock:
-        while time.perf_counter() - clock.t0 < seconds:
-            serve_one()
-            steps += half
-    return LaneCost(clock.wall / steps, clock.cpu / steps, steps)
+    evict = np.zeros(evict_bytes // 8) if evict_bytes else None
+    steps, wall, cpu = 0, 0.0, 0.0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        if evict is not None:
+            evict += 1.0
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        serve_one()
+        wall += time.perf_counter() - wall0
+        cpu += time.process_time() - cpu0
+        steps += half
+    return LaneCost(wall / steps, cpu / steps, steps)
 
 
 def synthetic_groups(bp: Blueprint) -> tuple[SlabPool, list[list[dict]]]:
@@ -192,6 +200,16 @@ def measure(cfg: Config, seconds: float = 10.0) -> dict[str, LaneCost]:
     DATA_PATH.configure(pin=device.type == "cuda")
     return {"sample": sample_cost(cfg, bp, seconds), "infer": infer_cost(cfg, bp, seconds, device),
             "learn": learn_cost(cfg, bp, seconds, device)}
+
+
+def cold_infer_cost(cfg: Config, seconds: float, evict_mib: int) -> LaneCost:
+    """The infer probe with the caches evicted before every call (`infer_cost`'s evict_bytes): a
+    diagnostic beside the model, which takes the lanes as they run alone."""
+    torch.set_num_threads(cfg.run.torch_threads)
+    bp = Blueprint.from_config(cfg)
+    device = local_device(cfg.run.device)
+    DATA_PATH.configure(pin=device.type == "cuda")
+    return infer_cost(cfg, bp, seconds, device, evict_bytes=evict_mib << 20)
 
 
 def model_bounds(costs: dict[str, LaneCost], cores: int, parallelism: dict[str, int] | None = None) -> dict:

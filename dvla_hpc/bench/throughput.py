@@ -10,14 +10,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-from dvla_hpc.bench.lane_costs import measure, model_bounds
+from dvla_hpc.bench.lane_costs import cold_infer_cost, measure, model_bounds
 from dvla_hpc.bench.reacher import median_ratios
 from dvla_hpc.bench.runs import mpiexec, run_main, write_results
 from dvla_hpc.config.loader import load_config
 from dvla_hpc.config.schema import Config
 from dvla_hpc.output.metrics_log import read_metrics
+from dvla_hpc.runtime.reports import LANES
 
 
 def steady_rates(metrics_path: Path, warmup_share: float) -> dict:
@@ -50,6 +52,30 @@ def steady_load(metrics_path: Path, window_start_t: float, env_steps_per_s: floa
             "job_cores": job_cores, "job_cpu_ms_per_step": 1e3 * job_cores / env_steps_per_s}
 
 
+def lane_cpu_seconds(report: dict) -> float:
+    """A lane's CPU seconds in a report: its thread's, and the sample lane's env workers'."""
+    return report.get("cpu_seconds", 0.0) + report.get("counters", report).get("worker_cpu_ms", 0) / 1e3
+
+
+def lane_cpu_per_step(metrics_path: Path, summary: dict, window_start_t: float) -> dict:
+    """CPU-ms per env step of each lane: over the steady window for the lanes whose reports the
+    "lanes" records carry (every lane in one process; the learner rank's under MPI), over the
+    whole run from the summary for the rest (marked in `whole_run`)."""
+    records = [r for r in read_metrics(metrics_path) if r.get("kind") == "lanes" and r["t"] >= window_start_t]
+    out: dict = {"steady": {}, "whole_run": {}}
+    if len(records) >= 2 and records[-1]["env_steps"] > records[0]["env_steps"]:
+        first, last = records[0], records[-1]
+        steps = last["env_steps"] - first["env_steps"]
+        for name in LANES:
+            if name in first and name in last:
+                cpu = lane_cpu_seconds(last[name]) - lane_cpu_seconds(first[name])
+                out["steady"][name] = round(1e3 * cpu / steps, 4)
+    for name, merged in summary["lanes"].items():
+        if name not in out["steady"] and summary.get("env_steps"):
+            out["whole_run"][name] = round(1e3 * lane_cpu_seconds(merged) / summary["env_steps"], 4)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/throughput.yaml")
@@ -59,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help=(
         "repeat the probes and the runs this many times, the runs in reverse order every other "
         "round; each fraction is taken within its round, the headline is the median"))
+    parser.add_argument("--evict-mib", type=int, default=64, help=(
+        "also time the infer lane with a buffer this large rewritten before each call (more than "
+        "the last-level cache: the caches other lanes leave it in a run); 0 skips it"))
     parser.add_argument("--warmup-share", type=float, default=0.2)
     parser.add_argument("--timeout", type=float, default=1200.0)
     parser.add_argument("overrides", nargs="*")
@@ -108,6 +137,11 @@ def run_round(args: argparse.Namespace, cfg: Config, cores: int, variants: list[
     for name, c in model["costs"].items():
         print(f"  {name:<7} {1e3 * c['wall_per_step']:7.3f} ms/step wall  {1e3 * c['cpu_per_step']:7.3f} "
               f"ms/step CPU  ({c['cores_used']:.2f} cores)")
+    cold = None
+    if args.evict_mib:
+        cold = asdict(cold_infer_cost(cfg, args.probe_seconds, args.evict_mib))
+        print(f"  infer with {args.evict_mib} MiB rewritten before each call: {1e3 * cold['cpu_per_step']:.3f} "
+              f"ms/step CPU (not in the model)")
     runs: dict = {}
     for label, prefix, mode in run_order(variants, index):
         run_dir = out / f"{label}-{mode}"
@@ -115,11 +149,13 @@ def run_round(args: argparse.Namespace, cfg: Config, cores: int, variants: list[
                                                         f"run.mode={mode}"], run_dir, args.timeout)
         rates = steady_rates(run_dir / "metrics.jsonl", args.warmup_share)
         load = steady_load(run_dir / "metrics.jsonl", rates["window_start_t"], rates["env_steps_per_s"])
-        runs[f"{label}-{mode}"] = {**rates, **load, "lanes": summary["lanes"], "wall_seconds": summary["wall_seconds"]}
+        runs[f"{label}-{mode}"] = {**rates, **load, "lanes": summary["lanes"], "wall_seconds": summary["wall_seconds"],
+                                   "lane_cpu_ms_per_step": lane_cpu_per_step(run_dir / "metrics.jsonl", summary,
+                                                                             rates["window_start_t"])}
     runs = {f"{label}-{mode}": runs[f"{label}-{mode}"]  # in the table's order, whichever ran first
             for label, _, mode in run_order(variants, 0)}
 
-    result: dict = {"model": model, "runs": runs, "ratios": {}}
+    result: dict = {"model": model, "infer_caches_evicted": cold, "runs": runs, "ratios": {}}
     model_ratio = model["async_steps_per_s"] / model["sync_steps_per_s"]
     print(f"\n{'run':<14}{'env steps/s':>12}{'trained/s':>11}{'model':>9}{'of model':>10}{'lag':>6}")
     for name, r in runs.items():
@@ -142,6 +178,18 @@ def run_round(args: argparse.Namespace, cfg: Config, cores: int, variants: list[
         if "host_busy_share" in r:
             print(f"{name:<14}{r['host_busy_share']:>6.1%} busy  {r['job_cpu_ms_per_step']:7.3f} ms/step "
                   f"on {r['job_cores']:.2f} cores")
+    print("\neach lane's CPU-ms per env step (the sample lane with its env workers), alone and in each run "
+          "(* over the whole run)")
+    print(f"{'':<14}" + "".join(f"{lane:>12}" for lane in model["costs"]))
+    print(f"{'alone':<14}" + "".join(f"{1e3 * c['cpu_per_step']:>12.3f}" for c in model["costs"].values()))
+    if cold is not None:
+        print(f"{'cold caches':<14}" + "".join(f"{1e3 * cold['cpu_per_step']:>12.3f}" if lane == "infer" else
+                                               f"{'':>12}" for lane in model["costs"]))
+    for name, r in runs.items():
+        cpu = r["lane_cpu_ms_per_step"]
+        cells = [f"{cpu['steady'][lane]:.3f} " if lane in cpu["steady"] else
+                 f"{cpu['whole_run'][lane]:.3f}*" if lane in cpu["whole_run"] else "n/a " for lane in model["costs"]]
+        print(f"{name:<14}" + "".join(f"{cell:>12}" for cell in cells))
     print("\nwhere each lane's time went (share of its run: compute / copy / wait / poll)")
     for name, r in runs.items():
         parts = "  ".join(f"{lane} " + "/".join(f"{share:.2f}" for share in v["breakdown"].values())

@@ -20,7 +20,8 @@ import numpy as np
 from dvla_hpc.envs.protocol import EnvSpec
 from dvla_hpc.envs.registry import env_spec, make_env
 from dvla_hpc.envs.vector_buffers import EnvBuffers, create_shared_block, map_shared_block
-from dvla_hpc.envs.vector_process import WorkerHandle, await_ready, readable, spawn_worker, stop_worker
+from dvla_hpc.envs.vector_process import (WorkerHandle, await_ready, cpu_seconds, readable, spawn_worker,
+                                          stop_worker)
 from dvla_hpc.envs.vector_runner import EnvRunner, EnvStepError
 from dvla_hpc.envs.vector_wire import (
     OP_FAILED_RESET, OP_RESET, OP_STEP, REPLY_DONE, REPLY_ERROR, Batch, WorkerConfig, pack_batch,
@@ -60,6 +61,7 @@ class VectorEnv:
         self.spec: EnvSpec = env_spec(env_name, **env_kwargs)
         self.num_envs, self.num_workers = num_envs, num_workers
         self.worker_restarts = 0
+        self._retired_workers_cpu_s = 0.0
         self._env_name, self._env_kwargs, self._step_timeout_s = env_name, dict(env_kwargs), step_timeout_s
         self._worker_nice = worker_nice
         self._closed = False
@@ -150,9 +152,17 @@ class VectorEnv:
         seqs, owners = self._batch_seq[ids], ids % self.num_workers
         return [w for w in self._workers if w.completed_seq < seqs[owners == w.index].max(initial=0)]
 
+    def worker_cpu_seconds(self) -> float:
+        """CPU seconds the worker processes have used, replaced ones up to their last reading and
+        all of them up to close (0 for inline envs, whose CPU is the caller's own)."""
+        if self._closed:
+            return self._retired_workers_cpu_s
+        return self._retired_workers_cpu_s + sum(cpu_seconds(w.process) for w in self._workers)
+
     def close(self) -> None:
         if self._closed:
             return
+        self._retired_workers_cpu_s = self.worker_cpu_seconds()
         self._closed = True
         for worker in self._workers:
             try:
@@ -228,7 +238,7 @@ class VectorEnv:
 
     def _drain(self, worker: WorkerHandle) -> None:
         try:
-            while worker.conn.poll():
+            while readable([worker.conn], 0.0):  # Connection.poll builds a selector a call
                 self._handle_reply(worker, worker.conn.recv_bytes())
         except (EOFError, OSError):
             self._restart(worker, "closed its pipe")
@@ -250,6 +260,7 @@ class VectorEnv:
     def _restart(self, worker: WorkerHandle, reason: str) -> None:
         interrupted = list(worker.pending.values())
         ids = np.concatenate([b.env_ids for b in interrupted]) if interrupted else np.zeros(0, np.int32)
+        self._retired_workers_cpu_s += cpu_seconds(worker.process)
         stop_worker(worker, grace_s=0.0)
         reason = f"{reason} (exit code {worker.process.exitcode})"
         if worker.completed_seq < worker.recovery_seq:

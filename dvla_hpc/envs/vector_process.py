@@ -9,6 +9,7 @@ from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 
 import numpy as np
+import psutil
 
 from dvla_hpc.envs.vector_wire import REPLY_READY, Batch, WorkerConfig, pack_config, unpack_reply
 from dvla_hpc.envs.vector_worker import worker_main
@@ -70,6 +71,15 @@ def stop_worker(worker: WorkerHandle, grace_s: float) -> None:
         worker.process.kill()
         worker.process.join()
     worker.conn.close()
+
+
+def cpu_seconds(process: BaseProcess) -> float:
+    """User and system CPU seconds of a worker process so far; 0 once it has been reaped."""
+    try:
+        times = psutil.Process(process.pid).cpu_times()
+    except (psutil.Error, ValueError):  # gone, or never started (pid None)
+        return 0.0
+    return times.user + times.system
 
 
 def readable(handles: list, timeout_s: float) -> list:

@@ -126,6 +126,7 @@ class Lane(threading.Thread):
         self.poll_s = 0.0
         self.started_at = 0.0
         self.finished_at = 0.0
+        self.final_cpu_s: float | None = None
         self.items = 0
 
     def waiting(self):
@@ -172,6 +173,7 @@ class Lane(threading.Thread):
         finally:
             self.finished_at = time.perf_counter()
             self.close()
+            self.final_cpu_s = time.thread_time()
 
     def finish(self) -> None:
         """Wait for the stopped lane to leave its loop (up to finish_timeout_s)."""
@@ -187,6 +189,17 @@ class Lane(threading.Thread):
         """The lane's own counters, named as runtime/reports.py lays them out."""
         return {}
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the lane's thread so far: its whole life once it has finished."""
+        if self.final_cpu_s is not None:
+            return self.final_cpu_s
+        if self.ident is None:
+            return 0.0
+        try:
+            return time.clock_gettime(time.pthread_getcpuclockid(self.ident))
+        except OSError:  # the thread ended between the two checks
+            return self.final_cpu_s or 0.0
+
     def report(self) -> LaneReport:
         end = self.finished_at or time.perf_counter()
         total = max(end - self.started_at, 1e-9) if self.started_at else 1e-9
@@ -194,4 +207,4 @@ class Lane(threading.Thread):
         copy = min(self.copy_s, total - wait)
         return LaneReport(self.name, round((total - wait) / total, 4), round(wait / total, 4),
                           self.items, round(total, 3), self.counters(), copy=round(copy / total, 4),
-                          poll=round(min(self.poll_s, wait) / total, 4))
+                          poll=round(min(self.poll_s, wait) / total, 4), cpu_seconds=round(self.cpu_seconds(), 4))

@@ -242,8 +242,11 @@ class SampleLane(Lane):
             self.next_group[i], self.next_seed[i] = self.schedule.next()
 
     def counters(self) -> dict[str, float]:
-        restarts = self.env.worker_restarts if self.env is not None else self.worker_restarts
-        return {"env_steps": self.env_steps, "worker_restarts": restarts, "parked_halves": self.parked_halves}
+        env = self.env
+        restarts = env.worker_restarts if env is not None else self.worker_restarts
+        worker_cpu_s = env.worker_cpu_seconds() if env is not None else 0.0
+        return {"env_steps": self.env_steps, "worker_restarts": restarts, "parked_halves": self.parked_halves,
+                "worker_cpu_ms": round(1e3 * worker_cpu_s)}
 
     def close(self) -> None:
         if self.env is not None:

@@ -10,10 +10,10 @@ from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.output.telemetry import Telemetry, TelemetrySample
 from dvla_hpc.planes.control import VALUES, Kind, Message
 
-SHARES = ("busy", "waiting", "items", "seconds", "copy", "poll")
+SHARES = ("busy", "waiting", "items", "seconds", "copy", "poll", "cpu_seconds")
 LANES = ("sample", "infer", "learn", "distribute", "record")
 LANE_COUNTERS: dict[str, tuple[str, ...]] = {
-    "sample": ("env_steps", "worker_restarts", "parked_halves"),
+    "sample": ("env_steps", "worker_restarts", "parked_halves", "worker_cpu_ms"),
     "infer": ("weight_swaps", "episodes", "observations", "policy_calls"),
     "learn": ("checkpoints", "checkpoint_ms"),  # periodic ones; the final one is not a lane's
     "distribute": ("versions",),
@@ -32,6 +32,7 @@ class LaneReport:
     counters: dict[str, float] = field(default_factory=dict)
     copy: float = 0.0  # share of the lane's time moving bytes (part of busy)
     poll: float = 0.0  # share sleeping between polls (part of waiting)
+    cpu_seconds: float = 0.0  # the lane thread's own CPU time (the sample lane's env workers: a counter)
 
     def breakdown(self) -> dict[str, float]:
         """Where the lane's time went; the four shares sum to 1."""
@@ -44,7 +45,7 @@ class LaneReport:
             raise ValueError(f"lane {self.lane} reports counters {sorted(self.counters)}, "
                              f"its layout has {list(names)}")
         values = (self.busy, self.waiting, float(self.items), self.seconds, self.copy, self.poll,
-                  *(float(self.counters[n]) for n in names))
+                  self.cpu_seconds, *(float(self.counters[n]) for n in names))
         return Message(Kind.LANE_REPORT, rank, topic=LANES.index(self.lane), values=values)
 
     @classmethod
@@ -52,9 +53,9 @@ class LaneReport:
         if msg.kind != Kind.LANE_REPORT or not 0 <= msg.topic < len(LANES):
             raise ValueError(f"rank {msg.source}: not a lane report ({msg.kind.name}, topic {msg.topic})")
         lane = LANES[msg.topic]
-        busy, waiting, items, seconds, copy, poll, *rest = msg.values
+        busy, waiting, items, seconds, copy, poll, cpu_seconds, *rest = msg.values
         counters = dict(zip(LANE_COUNTERS[lane], rest))
-        return cls(lane, busy, waiting, int(items), seconds, counters, copy=copy, poll=poll)
+        return cls(lane, busy, waiting, int(items), seconds, counters, copy=copy, poll=poll, cpu_seconds=cpu_seconds)
 
 
 @dataclass
@@ -90,7 +91,7 @@ assert len(fields(RankReport)) <= VALUES
 
 def merge_lane_reports(reports: list[LaneReport]) -> dict:
     """Per lane over the ranks that run it: mean busy and waiting shares and their breakdown into
-    compute, copy, wait and poll; summed items and counters."""
+    compute, copy, wait and poll; summed items, CPU seconds and counters."""
     merged: dict[str, dict] = {}
     for name in LANES:
         mine = [r for r in reports if r.lane == name]
@@ -102,6 +103,7 @@ def merge_lane_reports(reports: list[LaneReport]) -> dict:
                         "breakdown": {part: round(sum(r.breakdown()[part] for r in mine) / n, 4)
                                       for part in ("compute", "copy", "wait", "poll")},
                         "items": sum(r.items for r in mine), "ranks": n,
+                        "cpu_seconds": round(sum(r.cpu_seconds for r in mine), 3),
                         **{c: int(sum(r.counters[c] for r in mine)) for c in LANE_COUNTERS[name]}}
     return merged
 
