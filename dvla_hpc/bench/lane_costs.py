@@ -193,11 +193,18 @@ def learn_cost(cfg: Config, bp: Blueprint, seconds: float, device: torch.device,
     return LaneCost(clock.wall / steps, clock.cpu / steps, steps)
 
 
-def measure(cfg: Config, seconds: float = 10.0) -> dict[str, LaneCost]:
+def probe_setup(cfg: Config) -> tuple[Blueprint, torch.device]:
+    """The blueprint and device the probes build lanes from, with torch's threads and the data
+    path set as a run sets them."""
     torch.set_num_threads(cfg.run.torch_threads)
     bp = Blueprint.from_config(cfg)
     device = local_device(cfg.run.device)
     DATA_PATH.configure(pin=device.type == "cuda")
+    return bp, device
+
+
+def measure(cfg: Config, seconds: float = 10.0) -> dict[str, LaneCost]:
+    bp, device = probe_setup(cfg)
     return {"sample": sample_cost(cfg, bp, seconds), "infer": infer_cost(cfg, bp, seconds, device),
             "learn": learn_cost(cfg, bp, seconds, device)}
 
@@ -205,10 +212,7 @@ def measure(cfg: Config, seconds: float = 10.0) -> dict[str, LaneCost]:
 def cold_infer_cost(cfg: Config, seconds: float, evict_mib: int) -> LaneCost:
     """The infer probe with the caches evicted before every call (`infer_cost`'s evict_bytes): a
     diagnostic beside the model, which takes the lanes as they run alone."""
-    torch.set_num_threads(cfg.run.torch_threads)
-    bp = Blueprint.from_config(cfg)
-    device = local_device(cfg.run.device)
-    DATA_PATH.configure(pin=device.type == "cuda")
+    bp, device = probe_setup(cfg)
     return infer_cost(cfg, bp, seconds, device, evict_bytes=evict_mib << 20)
 
 

@@ -20,8 +20,7 @@ import numpy as np
 from dvla_hpc.envs.protocol import EnvSpec
 from dvla_hpc.envs.registry import env_spec, make_env
 from dvla_hpc.envs.vector_buffers import EnvBuffers, create_shared_block, map_shared_block
-from dvla_hpc.envs.vector_process import (WorkerHandle, await_ready, cpu_seconds, readable, spawn_worker,
-                                          stop_worker)
+from dvla_hpc.envs.vector_process import WorkerHandle, await_ready, readable, spawn_worker, stop_worker
 from dvla_hpc.envs.vector_runner import EnvRunner, EnvStepError
 from dvla_hpc.envs.vector_wire import (
     OP_FAILED_RESET, OP_RESET, OP_STEP, REPLY_DONE, REPLY_ERROR, Batch, WorkerConfig, pack_batch,
@@ -157,7 +156,7 @@ class VectorEnv:
         all of them up to close (0 for inline envs, whose CPU is the caller's own)."""
         if self._closed:
             return self._retired_workers_cpu_s
-        return self._retired_workers_cpu_s + sum(cpu_seconds(w.process) for w in self._workers)
+        return self._retired_workers_cpu_s + sum(w.read_cpu() for w in self._workers)
 
     def close(self) -> None:
         if self._closed:
@@ -260,7 +259,7 @@ class VectorEnv:
     def _restart(self, worker: WorkerHandle, reason: str) -> None:
         interrupted = list(worker.pending.values())
         ids = np.concatenate([b.env_ids for b in interrupted]) if interrupted else np.zeros(0, np.int32)
-        self._retired_workers_cpu_s += cpu_seconds(worker.process)
+        self._retired_workers_cpu_s += worker.read_cpu()
         stop_worker(worker, grace_s=0.0)
         reason = f"{reason} (exit code {worker.process.exitcode})"
         if worker.completed_seq < worker.recovery_seq:
@@ -272,7 +271,7 @@ class VectorEnv:
         self.worker_restarts += 1
         self._lost[np.setdiff1d(worker.env_ids, ids)] = True
         fresh = self._spawn(worker.index)
-        worker.process, worker.conn, worker.pending = fresh.process, fresh.conn, {}
+        worker.process, worker.conn, worker.pending, worker.cpu_s = fresh.process, fresh.conn, {}, 0.0
         self._await_ready([worker])
         if interrupted:
             worker.recovery_seq = self._next_seq

@@ -25,6 +25,12 @@ class WorkerHandle:
     completed_seq: int = 0  # seq of the newest acknowledged batch
     recovery_seq: int = 0  # seq of the batch that resets the envs a crash interrupted
     last_progress: float = 0.0  # when it last acknowledged, or was handed work while idle
+    cpu_s: float = 0.0  # the process's CPU seconds at the last reading (`read_cpu`)
+
+    def read_cpu(self) -> float:
+        """The process's CPU seconds now, or at the last reading once it has been reaped."""
+        self.cpu_s = max(self.cpu_s, cpu_seconds(self.process))
+        return self.cpu_s
 
 
 def spawn_worker(context: SpawnContext, block_path: str,

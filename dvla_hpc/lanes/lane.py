@@ -172,8 +172,8 @@ class Lane(threading.Thread):
             self.stop.set()
         finally:
             self.finished_at = time.perf_counter()
-            self.close()
             self.final_cpu_s = time.thread_time()
+            self.close()
 
     def finish(self) -> None:
         """Wait for the stopped lane to leave its loop (up to finish_timeout_s)."""
