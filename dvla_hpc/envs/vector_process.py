@@ -53,9 +53,9 @@ def await_ready(workers: list[WorkerHandle], timeout_s: float) -> None:
         if remaining <= 0:
             raise RuntimeError(f"vector env workers {[w.index for w in waiting]} did not start "
                                f"within {timeout_s} s")
-        readable([w.conn for w in waiting] + [w.process.sentinel for w in waiting], timeout_s=remaining)
+        ready = readable([w.conn for w in waiting] + [w.process.sentinel for w in waiting], timeout_s=remaining)
         for worker in list(waiting):
-            if worker.conn.poll():
+            if worker.conn in ready:
                 try:
                     reply = unpack_reply(worker.conn.recv_bytes())
                 except EOFError:

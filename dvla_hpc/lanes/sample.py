@@ -115,7 +115,6 @@ class SampleLane(Lane):
         self.parked_halves = 0
         self.obs_pool, self.obs_out = obs_pool, obs_out
         self.action_pool, self.action_in = action_pool, action_in
-        self.worker_restarts = 0
         n = num_envs // 2
         self.halves = [np.arange(0, n, dtype=np.int64), np.arange(n, 2 * n, dtype=np.int64)]
         self.group = np.zeros(num_envs, dtype=np.int64)
@@ -242,15 +241,13 @@ class SampleLane(Lane):
             self.next_group[i], self.next_seed[i] = self.schedule.next()
 
     def counters(self) -> dict[str, float]:
-        env = self.env
-        restarts = env.worker_restarts if env is not None else self.worker_restarts
-        worker_cpu_s = env.worker_cpu_seconds() if env is not None else 0.0
-        return {"env_steps": self.env_steps, "worker_restarts": restarts, "parked_halves": self.parked_halves,
-                "worker_cpu_ms": round(1e3 * worker_cpu_s)}
+        env = self.env  # kept after close: its counts stay readable
+        return {"env_steps": self.env_steps, "worker_restarts": env.worker_restarts if env is not None else 0,
+                "parked_halves": self.parked_halves,
+                "worker_cpu_ms": round(1e3 * env.worker_cpu_seconds()) if env is not None else 0}
 
     def close(self) -> None:
         if self.env is not None:
-            self.worker_restarts = self.env.worker_restarts
             self.env.close()
 
     def apply(self, slot: int) -> int:
