@@ -8,7 +8,7 @@ import psutil
 import pytest
 
 from dvla_hpc.bench.lane_costs import LaneCost, cold_infer_cost, measure, model_bounds
-from dvla_hpc.bench.throughput import lane_cpu_per_step, steady_load, steady_rates
+from dvla_hpc.bench.throughput import lane_cpu_per_step, role_cpu_per_step, steady_load, steady_rates
 from dvla_hpc.config.schema import Config
 
 
@@ -107,6 +107,28 @@ def test_lane_cpu_per_step_takes_the_steady_window_where_the_records_have_the_la
     assert lane_cpu_per_step(path, summary, window_start_t=7.0)["whole_run"]["learn"] == pytest.approx(0.75)
 
 
+def test_role_cpu_per_step_takes_each_ranks_rate_between_its_first_and_last_totals_in_the_window(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+
+    def status(role, seconds, cpu, lanes_cpu):
+        return {"role": role, "cpu_percent": 0.0, "seconds": seconds, "cpu_seconds": cpu, "lanes_cpu_seconds": lanes_cpu}
+
+    # rank 1's totals come from its heartbeats, on its own clock; the 2 s record lies before the window
+    records = [{"kind": "lanes", "t": 2.0, "ranks": {"0": status("learn", 2.0, 0.0, 0.0), "1": status("sim", 50.0, 0.0, 0.0)}},
+               {"kind": "lanes", "t": 6.0, "ranks": {"0": status("learn", 6.0, 4.0, 3.0), "1": status("sim", 53.0, 1.0, 0.5),
+                                                     "2": status("sim", 9.0, 1.0, 1.0)}},
+               {"kind": "lanes", "t": 16.0, "ranks": {"0": status("learn", 16.0, 12.0, 9.0), "1": status("sim", 58.0, 2.0, 1.0),
+                                                      "2": status("sim", 19.0, 6.0, 3.0), "3": {"cpu_percent": 80.0}}}]
+    path.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    roles = role_cpu_per_step(path, window_start_t=5.0, env_steps_per_s=200.0)
+    assert roles["learn"] == {"ranks": 1, "process": pytest.approx(4.0), "lanes": pytest.approx(3.0),
+                              "outside_lanes": pytest.approx(1.0)}  # 0.8 cores over 200 steps/s
+    assert roles["sim"]["ranks"] == 2  # rank 3 carries no totals: left out
+    assert roles["sim"]["process"] == pytest.approx(1e3 * (1.0 / 5 + 5.0 / 10) / 200)
+    assert roles["sim"]["lanes"] == pytest.approx(1e3 * (0.5 / 5 + 2.0 / 10) / 200)
+    assert role_cpu_per_step(path, window_start_t=10.0, env_steps_per_s=200.0) == {}  # one record: no span
+
+
 def test_rounds_alternate_the_run_order_and_report_medians_of_in_round_fractions(tmp_path, monkeypatch):
     from dvla_hpc.bench import throughput
 
@@ -141,6 +163,8 @@ def test_rounds_alternate_the_run_order_and_report_medians_of_in_round_fractions
     monkeypatch.setattr(throughput, "cold_infer_cost", lambda cfg, seconds, evict_mib: LaneCost(0.002, 0.002, 10))
     monkeypatch.setattr(throughput, "lane_cpu_per_step", lambda path, summary, window_start_t: {
         "steady": {"learn": 0.5}, "whole_run": {"sample": 0.4}})
+    monkeypatch.setattr(throughput, "role_cpu_per_step", lambda path, window_start_t, env_steps_per_s: {
+        "local": {"ranks": 1, "process": 1.2, "lanes": 1.0, "outside_lanes": 0.2}})
     assert throughput.main(["--out", str(tmp_path), "--rounds", "3", "--ranks", "4"]) == 0
     assert started[:4] == ["local-sync", "local-async", "mpi4-sync", "mpi4-async"]
     assert started[4:8] == started[:4][::-1]

@@ -74,6 +74,9 @@ def test_single_process_run_writes_every_output(tmp_path):
     summary = check_run_directory(tmp_path / "run", 700)
     assert summary["world_size"] == 1
     assert "env_steps_per_second" in done.stdout  # the summary table
+    last = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if m["kind"] == "lanes"][-1]
+    assert last["ranks"]["0"]["role"] == "local"
+    assert 0 < last["ranks"]["0"]["lanes_cpu_seconds"] <= last["ranks"]["0"]["cpu_seconds"] + 0.05
 
 
 @pytest.mark.mpi
@@ -84,6 +87,11 @@ def test_mpi_run_with_every_role(tmp_path):
     assert summary["world_size"] == 4
     assert summary["lanes"]["sample"]["ranks"] == 2
     assert summary["weight_swaps"] > 0  # versions came down the tree and were swapped in
+    last = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if m["kind"] == "lanes"][-1]
+    statuses = last["ranks"].values()  # the root's own, the others' from their heartbeats
+    assert sorted(s["role"] for s in statuses) == ["infer", "learn", "sim", "sim"]
+    for status in statuses:  # running totals: the lanes' CPU is part of the process's
+        assert 0 < status["lanes_cpu_seconds"] <= status["cpu_seconds"] + 0.05 and status["seconds"] > 0
 
 
 @pytest.mark.mpi

@@ -98,3 +98,44 @@ def test_a_lanes_cpu_seconds_count_its_own_threads_work_and_not_its_sleep_or_oth
     cpu = lane.report().cpu_seconds
     assert 0.19 <= cpu < 0.3
     assert lane.cpu_seconds() == pytest.approx(cpu, abs=1e-4)  # kept once the thread has ended
+
+
+def test_a_heartbeat_carries_the_ranks_role_telemetry_and_running_totals():
+    from dvla_hpc.output.telemetry import TelemetrySample
+    from dvla_hpc.runtime.reports import RankClock, heartbeat_message, heartbeat_status
+
+    sample, clock = TelemetrySample(150.5, 700.25), RankClock(12.5, 9.75, 8.5)
+    status = heartbeat_status(through_the_wire(heartbeat_message(2, "sim", sample, clock)))
+    assert status == {"role": "sim", "cpu_percent": 150.5, "rss_mib": 700.25, "gpu_util_percent": -1.0,
+                      "gpu_mem_used_mib": -1.0, "gpu_mem_total_mib": -1.0,
+                      "seconds": 12.5, "cpu_seconds": 9.75, "lanes_cpu_seconds": 8.5}
+
+
+def test_rank_status_splits_the_process_cpu_into_its_lanes_and_the_rest():
+    import threading
+    import time
+
+    from dvla_hpc.lanes.lane import Lane
+    from dvla_hpc.output.telemetry import Telemetry
+    from dvla_hpc.runtime.reports import rank_status
+
+    class Spin(Lane):
+        def loop(self):
+            end = time.thread_time() + 0.3
+            while time.thread_time() < end:
+                pass
+
+    telemetry = Telemetry(None)
+    lane = Spin("learn", threading.Event(), threading.Event())
+    lane.start()
+    spin_until = time.thread_time() + 0.2  # this thread's own work: the process's, not the lane's
+    while time.thread_time() < spin_until:
+        pass
+    lane.join()
+    _, clock = rank_status(telemetry, [lane])
+    assert 0.29 <= clock.lanes_cpu_seconds < 0.4
+    assert clock.cpu_seconds >= clock.lanes_cpu_seconds + 0.19
+    assert clock.seconds > 0
+    time.sleep(0.01)
+    _, later = rank_status(telemetry, [lane])
+    assert later.seconds > clock.seconds and later.lanes_cpu_seconds == clock.lanes_cpu_seconds

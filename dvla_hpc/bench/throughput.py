@@ -76,6 +76,34 @@ def lane_cpu_per_step(metrics_path: Path, summary: dict, window_start_t: float) 
     return out
 
 
+def role_cpu_per_step(metrics_path: Path, window_start_t: float, env_steps_per_s: float) -> dict:
+    """Per role, over the steady window: CPU-ms per env step of its ranks' processes with their env
+    workers ("process"), of their lanes ("lanes"), and of the rest ("outside_lanes": data pump,
+    control plane, main thread). From the running totals every rank's entry in the "lanes" records
+    holds (a heartbeat's, on ranks other than the learner root): each rank's CPU rate between its
+    first and last totals in the window, over the run's steady env steps a second."""
+    first: dict[str, dict] = {}
+    last: dict[str, dict] = {}
+    for record in read_metrics(metrics_path):
+        if record.get("kind") == "lanes" and record["t"] >= window_start_t:
+            for rank, status in record.get("ranks", {}).items():
+                if "cpu_seconds" in status:
+                    first.setdefault(rank, status)
+                    last[rank] = status
+    roles: dict[str, dict] = {}
+    for rank, a in first.items():
+        b = last[rank]
+        seconds = b["seconds"] - a["seconds"]
+        if seconds <= 0:
+            continue
+        role = roles.setdefault(b["role"], {"ranks": 0, "process": 0.0, "lanes": 0.0})
+        role["ranks"] += 1
+        role["process"] += 1e3 * (b["cpu_seconds"] - a["cpu_seconds"]) / seconds / env_steps_per_s
+        role["lanes"] += 1e3 * (b["lanes_cpu_seconds"] - a["lanes_cpu_seconds"]) / seconds / env_steps_per_s
+    return {name: {"ranks": r["ranks"], "process": round(r["process"], 4), "lanes": round(r["lanes"], 4),
+                   "outside_lanes": round(r["process"] - r["lanes"], 4)} for name, r in roles.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/throughput.yaml")
@@ -151,7 +179,10 @@ def run_round(args: argparse.Namespace, cfg: Config, cores: int, variants: list[
         load = steady_load(run_dir / "metrics.jsonl", rates["window_start_t"], rates["env_steps_per_s"])
         runs[f"{label}-{mode}"] = {**rates, **load, "lanes": summary["lanes"], "wall_seconds": summary["wall_seconds"],
                                    "lane_cpu_ms_per_step": lane_cpu_per_step(run_dir / "metrics.jsonl", summary,
-                                                                             rates["window_start_t"])}
+                                                                             rates["window_start_t"]),
+                                   "role_cpu_ms_per_step": role_cpu_per_step(run_dir / "metrics.jsonl",
+                                                                             rates["window_start_t"],
+                                                                             rates["env_steps_per_s"])}
     runs = {f"{label}-{mode}": runs[f"{label}-{mode}"]  # in the table's order, whichever ran first
             for label, _, mode in run_order(variants, 0)}
 
@@ -190,6 +221,12 @@ def run_round(args: argparse.Namespace, cfg: Config, cores: int, variants: list[
         cells = [f"{cpu['steady'][lane]:.3f} " if lane in cpu["steady"] else
                  f"{cpu['whole_run'][lane]:.3f}*" if lane in cpu["whole_run"] else "n/a " for lane in model["costs"]]
         print(f"{name:<14}" + "".join(f"{cell:>12}" for cell in cells))
+    print("\neach role's CPU-ms per env step over the steady window: its processes with their env workers, "
+          "their lanes, and the rest (data pump, control plane, main thread)")
+    for name, r in runs.items():
+        parts = "  ".join(f"{role} x{v['ranks']} {v['process']:.3f} = {v['lanes']:.3f} + {v['outside_lanes']:.3f}"
+                          for role, v in r["role_cpu_ms_per_step"].items())
+        print(f"{name:<14}{parts}")
     print("\nwhere each lane's time went (share of its run: compute / copy / wait / poll)")
     for name, r in runs.items():
         parts = "  ".join(f"{lane} " + "/".join(f"{share:.2f}" for share in v["breakdown"].values())

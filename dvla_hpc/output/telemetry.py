@@ -196,6 +196,16 @@ class Telemetry:
         self._gpu_mem_max = max(self._gpu_mem_max, sample.gpu_mem_used_mib)
         return sample
 
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the process and its descendants up to the last sample."""
+        return self._cpu_seconds
+
+    @property
+    def wall_seconds(self) -> float:
+        """Seconds from this object's creation to the last sample."""
+        return self._wall_seconds
+
     def summary(self) -> dict:
         """Over the samples taken (one is taken now if there were none): the CPU share over the time
         they span, peak RSS, mean GPU utilisation and peak GPU memory (-1 without a GPU)."""

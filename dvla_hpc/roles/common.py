@@ -14,7 +14,7 @@ from dvla_hpc.planes.control import ControlPlane, Kind, Message
 from dvla_hpc.planes.data_pump import DataPump
 from dvla_hpc.runtime.blueprint import Blueprint
 from dvla_hpc.roles.watchdog import SilenceWatch, telemetry_every_s, watch_neighbours
-from dvla_hpc.runtime.reports import heartbeat_message, rank_report
+from dvla_hpc.runtime.reports import heartbeat_message, rank_report, rank_status
 from dvla_hpc.runtime.signals import StopRequest
 from dvla_hpc.runtime.topology import Communicators, RolePlan
 
@@ -56,10 +56,12 @@ class RankContext:
 class Pulse:
     """This rank's heartbeats and its watch over its neighbours in the watch tree (parent and
     children): a beat to each every HEARTBEAT_EVERY_S, telemetry to the root every
-    `telemetry_every_s`, and RankSilent once a neighbour has been silent for the timeout."""
+    `telemetry_every_s`, and RankSilent once a neighbour has been silent for the timeout. A beat
+    carries the rank's telemetry and running totals, with the CPU of `lanes` (its lanes)."""
 
-    def __init__(self, ctx: RankContext):
+    def __init__(self, ctx: RankContext, lanes: list[Lane]):
         self.ctx = ctx
+        self.lanes = lanes
         root = ctx.plan.learner_root
         self.neighbours = watch_neighbours(ctx.plan.world_size, root, ctx.rank)
         self.watch = SilenceWatch(self.neighbours, ctx.cfg.run.heartbeat_timeout_s,
@@ -83,7 +85,7 @@ class Pulse:
         if now >= self.next_beat:
             self.next_beat = now + HEARTBEAT_EVERY_S
         if to:
-            message = heartbeat_message(self.ctx.rank, self.ctx.role, self.ctx.telemetry.sample())
+            message = heartbeat_message(self.ctx.rank, self.ctx.role, *rank_status(self.ctx.telemetry, self.lanes))
             for rank in to:
                 self.ctx.control.post(rank, message)
             self.ctx.heartbeats_sent += 1
@@ -103,7 +105,7 @@ def follow_until_stop(ctx: RankContext, lanes: list[Lane],
     message to `hear`), then join the lanes, send each lane's report and the rank's report, and
     say FINISHED. A neighbour silent for `run.heartbeat_timeout_s` ends the job (RankSilent)."""
     root = ctx.plan.learner_root
-    pulse = Pulse(ctx)
+    pulse = Pulse(ctx, lanes)
     asked = False
     while True:
         raise_if_failed(lanes, ctx.failed)

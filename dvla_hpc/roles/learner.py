@@ -4,7 +4,6 @@ every rank's reports into the summary."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from dvla_hpc.roles.tree import distribution_tree, wire_device
 from dvla_hpc.runtime import assembly
 from dvla_hpc.runtime.init_from import load_initial_weights
 from dvla_hpc.runtime.report import build_summary, memory_report, rank_summary
-from dvla_hpc.runtime.reports import merge_lane_reports, rank_report
+from dvla_hpc.runtime.reports import merge_lane_reports, rank_report, rank_status, status_record
 from dvla_hpc.runtime.learner_state import resume_learner, save_learner
 from dvla_hpc.runtime.supervise import supervise
 
@@ -111,7 +110,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
 def lead(ctx: RankContext, learn, lanes: list[Lane], metrics: MetricsLog, inbox: RootInbox,
          started: float):
     """Supervise the run; beat to the watch tree's top and end the job if a neighbour falls silent."""
-    pulse = Pulse(ctx)
+    pulse = Pulse(ctx, lanes)
 
     def keep_going() -> bool:
         raise_if_failed(lanes, ctx.failed)
@@ -127,6 +126,6 @@ def lead(ctx: RankContext, learn, lanes: list[Lane], metrics: MetricsLog, inbox:
         return not ctx.stop_request
 
     def telemetry() -> dict:
-        return {str(ctx.rank): asdict(ctx.telemetry.sample()), **inbox.latest_telemetry()}
+        return {str(ctx.rank): status_record(ctx.role, *rank_status(ctx.telemetry, lanes)), **inbox.latest_telemetry()}
 
     return supervise(ctx.cfg, learn, lanes, metrics, started, keep_going, telemetry)

@@ -1,4 +1,5 @@
-"""What the learner root hears from the other ranks: heartbeats (with telemetry), lane and rank
+"""What the learner root hears from the other ranks: heartbeats (with telemetry and running CPU
+totals), lane and rank
 reports, and the FINISHED handshake at the end of the run."""
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections import defaultdict
 
 from dvla_hpc.planes.backoff import Backoff
 from dvla_hpc.planes.control import ControlPlane, Kind, Message
-from dvla_hpc.runtime.reports import LaneReport, RankReport, heartbeat_telemetry
+from dvla_hpc.runtime.reports import LaneReport, RankReport, heartbeat_status
 from dvla_hpc.runtime.topology import RolePlan
 
 FINISH_TIMEOUT_S = 60.0
@@ -32,7 +33,7 @@ class RootInbox:
                 self.max_silence_s = max(self.max_silence_s, now - self.last_beat[msg.source])
             self.last_beat[msg.source] = now
             self.beats[msg.source] += 1
-            self.telemetry[msg.source] = heartbeat_telemetry(msg)
+            self.telemetry[msg.source] = heartbeat_status(msg)
         elif msg.kind == Kind.LANE_REPORT:
             self.lanes[msg.source].append(LaneReport.from_message(msg))
         elif msg.kind == Kind.RANK_REPORT:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from dvla_hpc.runtime.devices import local_device
 from dvla_hpc.runtime.init_from import load_initial_weights
 from dvla_hpc.runtime.memory_check import check_memory_plan
 from dvla_hpc.runtime.report import build_summary, memory_report, rank_summary
-from dvla_hpc.runtime.reports import merge_lane_reports, rank_report
+from dvla_hpc.runtime.reports import merge_lane_reports, rank_report, rank_status, status_record
 from dvla_hpc.runtime.learner_state import resume_learner, save_learner
 from dvla_hpc.runtime.run_dir import prepare_run_dir
 from dvla_hpc.runtime.signals import StopRequest
@@ -75,7 +74,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
             lane.start()
         rss, reason = supervise(cfg, learner_lanes.learn, lanes, metrics, started,
                                 keep_going=lambda: not sig.failed.is_set() and not stop_request,
-                                telemetry=lambda: {"0": asdict(telemetry.sample())})
+                                telemetry=lambda: {"0": status_record("local", *rank_status(telemetry, lanes))})
     finally:
         sig.stop.set()
         for lane in lanes:

@@ -1,4 +1,5 @@
-"""Named reports that cross process boundaries: a lane's shares and counters, a rank's telemetry.
+"""Named reports that cross process boundaries: a lane's shares and counters, a rank's telemetry
+and running CPU totals.
 
 Each report is a record with named fields and one fixed layout, encoded into a control-plane
 message here and decoded here; no other module reads message values by position."""
@@ -121,10 +122,45 @@ def rank_report(telemetry: Telemetry, heartbeats_sent: int) -> RankReport:
                       heartbeats_sent=heartbeats_sent)
 
 
-def heartbeat_message(rank: int, role: str, sample: TelemetrySample) -> Message:
-    """A sign of life that carries the rank's latest telemetry."""
-    return Message(Kind.HEARTBEAT, rank, topic=ROLE_IDS[role], values=sample.as_tuple())
+@dataclass
+class RankClock:
+    """A rank's running totals as of one telemetry sample: wall and CPU seconds since its telemetry
+    began (the process with its env workers), and its lanes' CPU seconds (their threads, and the
+    sample lane's env workers). Two clocks of one rank give its CPU between them, all of it and the
+    lanes' part; the rest is its data pump, control plane and main thread."""
+    seconds: float
+    cpu_seconds: float
+    lanes_cpu_seconds: float
 
 
-def heartbeat_telemetry(msg: Message) -> dict:
-    return asdict(TelemetrySample.from_tuple(msg.values[: len(TelemetrySample.FIELDS)]))
+assert len(TelemetrySample.FIELDS) + len(fields(RankClock)) <= VALUES
+
+
+def lanes_cpu_seconds(reports: list[LaneReport]) -> float:
+    """CPU seconds of the lanes' threads, with the sample lane's env workers."""
+    return sum(r.cpu_seconds + r.counters.get("worker_cpu_ms", 0) / 1e3 for r in reports)
+
+
+def rank_status(telemetry: Telemetry, lanes: list) -> tuple[TelemetrySample, RankClock]:
+    """A telemetry sample now, and the running totals it closes (`lanes`: this rank's Lanes)."""
+    sample = telemetry.sample()
+    clock = RankClock(round(telemetry.wall_seconds, 3), round(telemetry.cpu_seconds, 3),
+                      round(lanes_cpu_seconds([lane.report() for lane in lanes]), 3))
+    return sample, clock
+
+
+def status_record(role: str, sample: TelemetrySample, clock: RankClock) -> dict:
+    """One rank's entry in a "lanes" metrics record."""
+    return {"role": role, **asdict(sample), **asdict(clock)}
+
+
+def heartbeat_message(rank: int, role: str, sample: TelemetrySample, clock: RankClock) -> Message:
+    """A sign of life that carries the rank's latest telemetry and running totals."""
+    return Message(Kind.HEARTBEAT, rank, topic=ROLE_IDS[role], values=(*sample.as_tuple(), *asdict(clock).values()))
+
+
+def heartbeat_status(msg: Message) -> dict:
+    """The heartbeat's rank as `status_record` lays it out."""
+    n = len(TelemetrySample.FIELDS)
+    clock = RankClock(*(float(v) for v in msg.values[n:n + len(fields(RankClock))]))
+    return status_record(ROLE_NAMES[msg.topic], TelemetrySample.from_tuple(msg.values[:n]), clock)
