@@ -40,6 +40,7 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ("model.patch_size=6", r"model\.patch_size: 6 must divide env\.image_size 64"),
     ("env.envs_per_sampler=7", r"env\.envs_per_sampler: 7 must be even"),
     ("env.fault=crash", r"env\.fault: 'crash' needs env\.name=debug_faulty"),
+    ("pipeline.poll_min_sleep_ms=5", r"pipeline\.poll_min_sleep_ms: 5\.0 is above pipeline\.poll_max_sleep_ms 2\.0"),
 ])
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -51,6 +51,15 @@ def test_backoff_sleeps_its_delay_unless_woken():
     assert time.monotonic() - t0 < 1.0
 
 
+def test_backoff_starts_from_its_first_sleep_and_returns_to_it_after_work():
+    backoff = Backoff(max_sleep_s=0.008, first_sleep_s=0.002)
+    backoff.idle()
+    backoff.idle()
+    assert backoff.delay == 0.008  # 2 ms, 4 ms, then the cap
+    backoff.reset()
+    assert backoff.delay == 0.002
+
+
 def test_a_slab_put_while_the_pump_sleeps_long_goes_out_at_once():
     pump = DataPump(MPI.COMM_SELF, max_sleep_s=30.0)
     transport, pool, outbox = SentAt(), SlabPool(LAYOUT, 2), SlotQueue(2, "out")

@@ -142,6 +142,9 @@ def validate_consistency(cfg: Config) -> None:
     if cfg.env.envs_per_sampler % 2:
         raise ConfigError(
             f"env.envs_per_sampler: {cfg.env.envs_per_sampler} must be even (envs step in two halves)")
+    if cfg.pipeline.poll_min_sleep_ms > cfg.pipeline.poll_max_sleep_ms:
+        raise ConfigError(f"pipeline.poll_min_sleep_ms: {cfg.pipeline.poll_min_sleep_ms} is above "
+                          f"pipeline.poll_max_sleep_ms {cfg.pipeline.poll_max_sleep_ms}")
     if cfg.run.mode == "sync" and cfg.learn.publish_every != 1:
         raise ConfigError(f"learn.publish_every: {cfg.learn.publish_every} must be 1 in sync mode "
                           "(each round waits for the weights trained on the round before)")

@@ -147,7 +147,12 @@ class PipelineConfig:
         1, doc="spare episode slots beyond what the envs and groups need"))
     episode_slots: int = field(default=0, metadata=bounds(
         0, doc="learner episode pool size; 0 = sized from envs and groups"))
-    poll_max_sleep_ms: float = field(default=2.0, metadata=bounds(0.01))
+    poll_max_sleep_ms: float = field(default=2.0, metadata=bounds(0.01, doc=(
+        "the data pump's longest sleep between polls of its MPI transfers")))
+    poll_min_sleep_ms: float = field(default=0.0, metadata=bounds(0, doc=(
+        "the data pump's first sleep after a poll that moved a slab (it doubles up to "
+        "poll_max_sleep_ms); 0 = auto: 0.05 ms where every process of the rank's host has a core, "
+        "else poll_max_sleep_ms, since on shared cores each wake costs the lanes CPU")))
     infer_max_batch: int = field(default=32, metadata=bounds(1, doc=(
         "envs one policy call may serve: observation slabs queued together are merged while they "
         "fit (a half-batch always fits)")))

@@ -1,4 +1,5 @@
-"""One way to wait for something that can only be polled: sleep 50 us, doubling up to a cap.
+"""One way to wait for something that can only be polled: sleep 50 us (or a longer first sleep),
+doubling up to a cap.
 
 A blocking MPI call spins a whole core; a fixed short sleep burns the GIL for the whole run.
 Backoff answers fast when the thing is about to happen and costs next to nothing when it is not."""
@@ -16,9 +17,10 @@ FIRST_SLEEP_S = 50e-6
 class Backoff:
     """`idle()` after a poll that found nothing, `reset()` after one that found work."""
 
-    def __init__(self, max_sleep_s: float = 2e-3):
+    def __init__(self, max_sleep_s: float = 2e-3, first_sleep_s: float = FIRST_SLEEP_S):
         self.max_sleep_s = max_sleep_s
-        self.delay = FIRST_SLEEP_S
+        self.first_sleep_s = first_sleep_s
+        self.delay = first_sleep_s
 
     def idle(self, wake: threading.Event | None = None) -> None:
         """Sleep the current delay, or until `wake` is set if that comes first."""
@@ -29,7 +31,7 @@ class Backoff:
         self.delay = min(self.delay * 2, self.max_sleep_s)
 
     def reset(self) -> None:
-        self.delay = FIRST_SLEEP_S
+        self.delay = self.first_sleep_s
 
 
 def poll_until(done: Callable[[], bool], timeout_s: float | None = None, what: str = "",

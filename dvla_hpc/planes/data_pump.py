@@ -5,8 +5,9 @@ Lanes never see the transport: they put slot ids into an outbox queue and take s
 inbox queue, exactly as in single-process mode. The pump thread starts a send per outgoing slab
 (and frees the slot when it completes) and keeps receives pre-posted into free slots of the
 receiving pool. A full inbox holds the slot back, which stops re-posting: backpressure reaches
-the sender. Between polls the pump backs off, but a slot put into any of its outboxes wakes it
-at once: an outgoing slab never waits out a sleep."""
+the sender. Between polls the pump backs off (from its first sleep, short unless the host's cores
+are shared: runtime/core_share.py), but a slot put into any of its outboxes wakes it at once: an
+outgoing slab never waits out a sleep."""
 from __future__ import annotations
 
 import threading
@@ -21,7 +22,7 @@ from dvla_hpc.lanes.lane import SlotQueue
 from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.memory.layouts import SlabError, SlabKind, validate
 from dvla_hpc.memory.slab_pool import SlabPool
-from dvla_hpc.planes.backoff import Backoff, poll_until
+from dvla_hpc.planes.backoff import FIRST_SLEEP_S, Backoff, poll_until
 from dvla_hpc.planes.transport import MpiTransport, Transfer, Transport
 
 
@@ -55,10 +56,11 @@ class Inbound:
 
 
 class DataPump(threading.Thread):
-    def __init__(self, comm: MPI.Comm, max_sleep_s: float = 0.002):
+    def __init__(self, comm: MPI.Comm, max_sleep_s: float = 0.002, first_sleep_s: float = FIRST_SLEEP_S):
         super().__init__(name="data-pump", daemon=True)
         self.comm = comm
         self.max_sleep_s = max_sleep_s
+        self.first_sleep_s = first_sleep_s
         self.outbound: list[Outbound] = []
         self.inbound: list[Inbound] = []
         self.running = threading.Event()
@@ -90,7 +92,7 @@ class DataPump(threading.Thread):
 
     def run(self) -> None:
         self.running.set()
-        backoff = Backoff(self.max_sleep_s)
+        backoff = Backoff(self.max_sleep_s, self.first_sleep_s)
         try:
             while self.running.is_set():
                 self.outbox_put.clear()  # before the step: a put after it is never slept through

@@ -22,6 +22,7 @@ from dvla_hpc.planes.control import ControlPlane
 from dvla_hpc.planes.data_pump import DataPump
 from dvla_hpc.roles.common import RankContext
 from dvla_hpc.runtime.blueprint import Blueprint, check_learner_split, episode_budget
+from dvla_hpc.runtime.core_share import pump_first_sleep_s
 from dvla_hpc.runtime.devices import (GPU_ROLES, DeviceError, data_backend, device_kind, gpu_assignment,
                                       visible_gpus)
 from dvla_hpc.runtime.memory_check import check_memory_plan
@@ -112,7 +113,8 @@ def run_mpi(cfg: Config, run_dir: Path, world: MPI.Comm, stop_request: StopReque
               f"{backend}; run directory {run_dir}", file=sys.stderr)
     telemetry = Telemetry(device.index if device is not None and device.type == "cuda" else None)
     ctx = RankContext(cfg, bp, plan, comms, ControlPlane(comms.control),
-                      DataPump(comms.data, cfg.pipeline.poll_max_sleep_ms / 1000), stop_request,
+                      DataPump(comms.data, cfg.pipeline.poll_max_sleep_ms / 1000, pump_first_sleep_s(cfg, plan, rank)),
+                      stop_request,
                       device, backend, torch_plane, telemetry, describe_devices(plan, devices),
                       gather_hostnames(world), threading.Event(), threading.Event())
     summary = None
