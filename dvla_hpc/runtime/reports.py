@@ -6,10 +6,14 @@ message here and decoded here; no other module reads message values by position.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import TYPE_CHECKING
 
 from dvla_hpc.memory.accounting import DATA_PATH
 from dvla_hpc.output.telemetry import Telemetry, TelemetrySample
 from dvla_hpc.planes.control import VALUES, Kind, Message
+
+if TYPE_CHECKING:
+    from dvla_hpc.lanes.lane import Lane
 
 SHARES = ("busy", "waiting", "items", "seconds", "copy", "poll", "cpu_seconds")
 LANES = ("sample", "infer", "learn", "distribute", "record")
@@ -141,8 +145,8 @@ def lanes_cpu_seconds(reports: list[LaneReport]) -> float:
     return sum(r.cpu_seconds + r.counters.get("worker_cpu_ms", 0) / 1e3 for r in reports)
 
 
-def rank_status(telemetry: Telemetry, lanes: list) -> tuple[TelemetrySample, RankClock]:
-    """A telemetry sample now, and the running totals it closes (`lanes`: this rank's Lanes)."""
+def rank_status(telemetry: Telemetry, lanes: list[Lane]) -> tuple[TelemetrySample, RankClock]:
+    """A telemetry sample now, and the running totals it closes."""
     sample = telemetry.sample()
     clock = RankClock(round(telemetry.wall_seconds, 3), round(telemetry.cpu_seconds, 3),
                       round(lanes_cpu_seconds([lane.report() for lane in lanes]), 3))
