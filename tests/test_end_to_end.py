@@ -87,6 +87,8 @@ def test_mpi_run_with_every_role(tmp_path):
     assert summary["world_size"] == 4
     assert summary["lanes"]["sample"]["ranks"] == 2
     assert summary["weight_swaps"] > 0  # versions came down the tree and were swapped in
+    shared = 4 > os.cpu_count()  # 4 ranks on this host, their envs stepped inline
+    assert summary["data_plane"]["pump_first_sleep_ms"] == (2.0 if shared else 0.05)
     last = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if m["kind"] == "lanes"][-1]
     statuses = last["ranks"].values()  # the root's own, the others' from their heartbeats
     assert sorted(s["role"] for s in statuses) == ["infer", "learn", "sim", "sim"]

@@ -1,9 +1,13 @@
 """Named reports survive the control plane's binary encoding, and the summary merges them by name."""
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 
+from dvla_hpc.lanes.lane import Lane
 from dvla_hpc.planes.control import MESSAGE, decode, encode
 from dvla_hpc.runtime.reports import LANE_COUNTERS, LaneReport, RankReport, merge_lane_reports
 
@@ -51,11 +55,6 @@ def test_merge_averages_shares_and_sums_counters_per_lane():
 
 
 def test_a_lanes_breakdown_splits_busy_into_compute_and_copy_and_waiting_into_wait_and_poll():
-    import threading
-    import time
-
-    from dvla_hpc.lanes.lane import Lane
-
     class Timed(Lane):
         def loop(self):
             with self.copying():
@@ -75,25 +74,30 @@ def test_a_lanes_breakdown_splits_busy_into_compute_and_copy_and_waiting_into_wa
     assert parts["poll"] == pytest.approx(0.4, abs=0.1) and parts["copy"] == pytest.approx(0.2, abs=0.1)
 
 
+def spin(seconds: float) -> None:
+    """Work this thread's CPU for `seconds`."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
+class Spin(Lane):
+    """A lane that works `spin_s` of CPU, then sleeps `sleep_s`."""
+
+    def __init__(self, spin_s: float, sleep_s: float = 0.0):
+        super().__init__("learn", threading.Event(), threading.Event())
+        self.spin_s, self.sleep_s = spin_s, sleep_s
+
+    def loop(self):
+        spin(self.spin_s)
+        time.sleep(self.sleep_s)
+
+
 def test_a_lanes_cpu_seconds_count_its_own_threads_work_and_not_its_sleep_or_other_threads():
-    import threading
-    import time
-
-    from dvla_hpc.lanes.lane import Lane
-
-    class Spin(Lane):
-        def loop(self):
-            end = time.thread_time() + 0.2
-            while time.thread_time() < end:
-                pass
-            time.sleep(0.3)
-
-    lane = Spin("learn", threading.Event(), threading.Event())
+    lane = Spin(0.2, sleep_s=0.3)
     assert lane.cpu_seconds() == 0.0  # not started
     lane.start()
-    spin_until = time.perf_counter() + 0.4  # this thread works meanwhile: not the lane's CPU
-    while time.perf_counter() < spin_until:
-        pass
+    spin(0.4)  # this thread works meanwhile: not the lane's CPU
     lane.join()
     cpu = lane.report().cpu_seconds
     assert 0.19 <= cpu < 0.3
@@ -112,25 +116,13 @@ def test_a_heartbeat_carries_the_ranks_role_telemetry_and_running_totals():
 
 
 def test_rank_status_splits_the_process_cpu_into_its_lanes_and_the_rest():
-    import threading
-    import time
-
-    from dvla_hpc.lanes.lane import Lane
     from dvla_hpc.output.telemetry import Telemetry
     from dvla_hpc.runtime.reports import rank_status
 
-    class Spin(Lane):
-        def loop(self):
-            end = time.thread_time() + 0.3
-            while time.thread_time() < end:
-                pass
-
     telemetry = Telemetry(None)
-    lane = Spin("learn", threading.Event(), threading.Event())
+    lane = Spin(0.3)
     lane.start()
-    spin_until = time.thread_time() + 0.2  # this thread's own work: the process's, not the lane's
-    while time.thread_time() < spin_until:
-        pass
+    spin(0.2)  # this thread's own work: the process's, not the lane's
     lane.join()
     _, clock = rank_status(telemetry, [lane])
     assert 0.29 <= clock.lanes_cpu_seconds < 0.4

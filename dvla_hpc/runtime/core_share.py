@@ -17,7 +17,9 @@ def processes_of(plan: RolePlan, rank: int, workers_per_sampler: int) -> int:
 
 def shares_cores(plan: RolePlan, rank: int, workers_per_sampler: int, host_cpus: int, rank_cpus: int) -> bool:
     """True when the job's processes on `rank`'s host outnumber the host's CPUs, or the rank's own
-    processes (its workers inherit its affinity) outnumber the CPUs it may run on."""
+    processes (its workers inherit its affinity) outnumber the CPUs it may run on. Ranks bound to
+    CPUs of their own (srun --cpu-bind) thus count only their own; a container held to fewer CPUs
+    than the host has by a quota or cpuset is not seen: set pipeline.poll_min_sleep_ms there."""
     on_host = sum(processes_of(plan, r, workers_per_sampler) for r in range(plan.world_size)
                   if plan.node_of[r] == plan.node_of[rank])
     return on_host > host_cpus or processes_of(plan, rank, workers_per_sampler) > rank_cpus
