@@ -90,7 +90,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
         mode=cfg.run.mode, world_size=1, layout="1 process: every lane a thread",
         stopped_by=stop_request.signal_name or reason, policy_version=learner.version,
         versions_skipped=publisher.skipped, weight_bytes=int(learner.flat.numel() * 4), learners=1,
-        replica_checks=0, data_plane={"backend": "in-process", "mib_received": 0.0},
+        replica_checks=0, data_plane={"backend": "in-process", "mib_received": 0.0, "pump_first_sleep_ms": None},
         devices={"sim": "cpu", "infer": str(device), "learn": str(device)},
         pools={"episodes": learn_ports.episode_pool.stats()},
         groups_by_sampler={"0": int(learner_lanes.learn.groups_trained[0])},
