@@ -43,6 +43,9 @@ def check_run_directory(out: Path, min_steps: int) -> dict:
     for key in SUMMARY_KEYS:
         assert key in summary, key
     assert summary["env_steps"] >= min_steps
+    groups, steps = (sum(summary[f"{tally}_trained_by_sampler"].values()) for tally in ("groups", "env_steps"))
+    assert groups == 2 * (summary["updates"] + summary["updates_without_samples"])  # 2 groups an update
+    assert 2 * groups <= steps <= summary["env_steps"]  # 2 episodes a group, each at least a step
     assert {"sample", "infer", "learn", "distribute"} <= set(summary["lanes"])
     for shares in summary["lanes"].values():
         assert 0.0 <= shares["busy"] <= 1.0 and abs(shares["busy"] + shares["waiting"] - 1.0) < 0.01

@@ -18,13 +18,13 @@ pytestmark = pytest.mark.slow
 def key_paths(tree: dict, prefix: str = "") -> set[str]:
     """Every key path of a summary, except the per-role entries under "ranks" (which roles ran
     differs between one process and an MPI job; each entry has the same keys) and the samplers
-    under "groups_trained_by_sampler" (sampler 0 in one process, the sim ranks under MPI)."""
+    under the "..._trained_by_sampler" tallies (sampler 0 in one process, the sim ranks under MPI)."""
     paths = set()
     for key, value in tree.items():
         path = f"{prefix}{key}"
         paths.add(path)
-        if isinstance(value, dict) and key not in ("ranks", "allocated_after_warmup_by",
-                                                   "groups_trained_by_sampler") and value:
+        if isinstance(value, dict) and key not in ("ranks", "allocated_after_warmup_by") \
+                and not key.endswith("_trained_by_sampler") and value:
             paths |= key_paths(value, path + ".")
     return paths
 
@@ -51,6 +51,8 @@ def test_data_parallel_learners_over_torch_distributed_stay_identical(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["learners"] == 2 and summary["data_plane"]["backend"] == "torch"
     assert summary["replica_checks"] == summary["updates"] > 0  # weights compared after every update
+    trained = summary["updates"] + summary["updates_without_samples"]  # a group from each learner in each
+    assert sum(summary["groups_trained_by_sampler"].values()) == 2 * trained
     assert summary["data_plane"]["mib_received"] > 0 and summary["weight_swaps"] > 0
     assert summary["heartbeats"]["ranks"] == 5
 

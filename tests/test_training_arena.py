@@ -122,12 +122,12 @@ class ThreadReplicas:
         self.shared["barrier"].wait()
         return values
 
-    def agree(self, stopping, samples, counts, groups=None):
+    def agree(self, stopping, samples, counts, by_sampler=None):
         from dvla_hpc.learn.replicas import Agreement
         samples_by_rank = self._exchange("samples", samples)
         return Agreement(stop=any(self._exchange("stop", stopping)), samples=samples_by_rank,
                          totals={k: sum(c[k] for c in self._exchange("counts", counts)) for k in counts},
-                         groups=np.zeros(0, dtype=np.int64))
+                         by_sampler=np.zeros(0, dtype=np.int64))
 
     def sum_gradients(self, flat_grad):
         total = sum(self._exchange("grad", flat_grad.clone()))

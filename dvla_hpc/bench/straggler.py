@@ -1,7 +1,8 @@
 """A straggler: one sim rank runs a fraction of the time (SIGSTOP/SIGCONT in short cycles, as a
 node shared with another job would), and the others must not slow down. Two runs of the same job
-for the same wall time, one with the straggler and one without, counted per sampler from
-`summary.json`'s `groups_trained_by_sampler`."""
+for the same wall time, one with the straggler and one without, counted per sampler in env steps
+trained (`summary.json`'s `env_steps_trained_by_sampler`). Env steps, not groups: a run that
+learns faster ends its episodes sooner, so its samplers finish more groups for the same work."""
 from __future__ import annotations
 
 import json
@@ -62,43 +63,52 @@ def timed_run(out: Path, ranks: int, seconds: float, running_share: float | None
                            f"{job.output()[-3000:]}")
     summary = json.loads((out / "summary.json").read_text())
     groups = {int(rank): n for rank, n in summary["groups_trained_by_sampler"].items()}
+    steps = {int(rank): n for rank, n in summary["env_steps_trained_by_sampler"].items()}
     kept = ("updates", "env_steps_per_second", "policy_lag_mean", "samples_dropped_stale", "wall_seconds")
-    return {"slow_rank": slow_rank if running_share is not None else None, "groups": groups,
+    return {"slow_rank": slow_rank if running_share is not None else None, "groups": groups, "steps": steps,
             **{key: summary[key] for key in kept}}
 
 
-def straggler_compare(out: Path, ranks: int, seconds: float, running_share: float) -> dict:
-    """The same job with and without one straggling sim rank: groups per sampler, and what the
-    others (and the learner) did in each."""
-    alone = timed_run(out / "steady", ranks, seconds, None)
-    slowed = timed_run(out / "straggler", ranks, seconds, running_share)
-    slow = slowed["slow_rank"]
-    others = [rank for rank in alone["groups"] if rank != slow]
+def straggler_compare(out: Path, ranks: int, seconds: float, running_share: float,
+                      earlier: dict | None = None) -> dict:
+    """The same job with and without one straggling sim rank: env steps trained per sampler, and
+    what the others (and the learners) did in each. With `earlier` (a comparison from before), its
+    runs are pooled with these two: a 2-core machine's pace drifts by a tenth between runs."""
+    alone_runs = [*(earlier or {}).get("steady", []), timed_run(out / "steady", ranks, seconds, None)]
+    slowed_runs = [*(earlier or {}).get("straggler", []), timed_run(out / "straggler", ranks, seconds,
+                                                                      running_share)]
+    slow = slowed_runs[-1]["slow_rank"]
+    everyone = list(alone_runs[0]["steps"])
+    others = [rank for rank in everyone if rank != slow]
 
-    def rate(run: dict, ranks_: list[int]) -> float:
-        return sum(run["groups"][r] for r in ranks_) / run["wall_seconds"]
+    def rate(runs: list[dict], ranks_: list[int]) -> float:
+        return sum(run["steps"][r] for run in runs for r in ranks_) / sum(run["wall_seconds"] for run in runs)
 
-    others_kept = rate(slowed, others) / max(rate(alone, others), 1e-9)
+    def both(ranks_: list[int]) -> list[float]:
+        return [round(rate(alone_runs, ranks_), 1), round(rate(slowed_runs, ranks_), 1)]
+
+    others_kept = rate(slowed_runs, others) / max(rate(alone_runs, others), 1e-9)
     # what the learners could train on if the others kept their pace: theirs plus the straggler's
-    could = (rate(alone, others) + rate(slowed, [slow])) / max(rate(alone, list(alone["groups"])), 1e-9)
-    return {"ranks": ranks, "seconds": seconds, "running_share": running_share, "steady": alone,
-            "straggler": slowed,
-            "others_groups_per_s": [round(rate(alone, others), 3), round(rate(slowed, others), 3)],
-            "straggler_groups_per_s": [round(rate(alone, [slow]), 3), round(rate(slowed, [slow]), 3)],
-            "updates_per_s": [round(r["updates"] / r["wall_seconds"], 3) for r in (alone, slowed)],
+    could = (rate(alone_runs, others) + rate(slowed_runs, [slow])) / max(rate(alone_runs, everyone), 1e-9)
+    return {"ranks": ranks, "seconds": seconds, "running_share": running_share, "pairs": len(alone_runs),
+            "slow_rank": slow, "steady": alone_runs, "straggler": slowed_runs,
+            "others_steps_per_s": both(others), "straggler_steps_per_s": both([slow]),
+            "trained_steps_per_s": both(everyone),
+            "updates_per_s": [round(sum(r["updates"] for r in runs) / sum(r["wall_seconds"] for r in runs), 3)
+                              for runs in (alone_runs, slowed_runs)],
             "others_kept": round(others_kept, 3), "survived": others_kept >= 0.9,
-            "learner_kept": round((slowed["updates"] / slowed["wall_seconds"])
-                                  / max(alone["updates"] / alone["wall_seconds"], 1e-9), 3),
+            "learner_kept": round(rate(slowed_runs, everyone) / max(rate(alone_runs, everyone), 1e-9), 3),
             "learner_could_keep": round(could, 3)}
 
 
 def print_comparison(found: dict) -> None:
-    print(f"straggler: sim rank {found['straggler']['slow_rank']} runs {found['running_share']:.0%} of the "
-          f"time; {found['ranks']} ranks, {found['seconds']:.0f} s each")
-    for label, key in (("other samplers, groups/s", "others_groups_per_s"),
-                       ("the straggler, groups/s", "straggler_groups_per_s"), ("updates/s", "updates_per_s")):
+    print(f"straggler: sim rank {found['slow_rank']} runs {found['running_share']:.0%} of the time; "
+          f"{found['ranks']} ranks, {found['pairs']} pair(s) of runs of {found['seconds']:.0f} s")
+    for label, key in (("other samplers, steps/s", "others_steps_per_s"),
+                       ("the straggler, steps/s", "straggler_steps_per_s"),
+                       ("learners, steps/s", "trained_steps_per_s"), ("updates/s", "updates_per_s")):
         steady, slowed = found[key]
-        print(f"  {label:<26} steady {steady:>7.3f}   with straggler {slowed:>7.3f}")
-    print(f"  the others kept {found['others_kept']:.0%} of their pace; the learner "
-          f"{found['learner_kept']:.0%} of its updates, where the others' steady pace and the "
+        print(f"  {label:<26} steady {steady:>8.2f}   with straggler {slowed:>8.2f}")
+    print(f"  the others kept {found['others_kept']:.0%} of their pace; the learners trained "
+          f"{found['learner_kept']:.0%} of their env steps, where the others' steady pace and the "
           f"straggler's slowed one allow {found['learner_could_keep']:.0%}")

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from dvla_hpc.learn.learner import GRPOLearner
 
 ADMISSIONS = ("env_steps", "episodes", "failed_episodes", "successes")
+TALLIES = ("groups", "env_steps")  # counted per sampler over the groups trained
 
 
 class RunProgress:
@@ -100,8 +101,8 @@ class LearnLane(Lane):
         self.groups_per_update = cfg.groups_per_update // self.replicas.size
         self.progress = RunProgress()
         self.sampler_index = {sampler: i for i, sampler in enumerate(sampler_ids)}
-        self.groups_taken = np.zeros(len(sampler_ids), dtype=np.int64)  # by this replica, this update
-        self.groups_trained = np.zeros(len(sampler_ids), dtype=np.int64)  # by every replica, so far
+        self.taken = np.zeros((len(TALLIES), len(sampler_ids)), dtype=np.int64)  # by this replica, this update
+        self.trained = np.zeros((len(TALLIES), len(sampler_ids)), dtype=np.int64)  # by every replica, so far
         self.admitted = dict.fromkeys(ADMISSIONS, 0)  # since the last agreement
         self.forming: dict[int, list[int]] = defaultdict(list)
         self.complete: list[list[int]] = []
@@ -109,6 +110,15 @@ class LearnLane(Lane):
         self.started = time.perf_counter()
         self.checkpoints_written = 0
         self.checkpoint_s = 0.0
+
+    @property
+    def groups_trained(self) -> np.ndarray:
+        return self.trained[TALLIES.index("groups")]
+
+    def trained_by_sampler(self) -> dict[str, dict[str, int]]:
+        """Each tally's totals so far, keyed by sampler id: {"groups": {"1": 25, ...}, ...}."""
+        return {tally: {str(sampler): int(self.trained[row, i]) for sampler, i in self.sampler_index.items()}
+                for row, tally in enumerate(TALLIES)}
 
     def counters(self) -> dict[str, float]:
         return {"checkpoints": self.checkpoints_written, "checkpoint_ms": round(self.checkpoint_s * 1000)}
@@ -124,9 +134,9 @@ class LearnLane(Lane):
                 if not self.train(groups):
                     return
         if self.replicas.size > 1 and not self.left_group:
-            self.groups_taken[:] = 0
+            self.taken[:] = 0
             self.replicas.agree(True, 0, {**self.admitted, "samples": 0, "dropped_stale": 0, "lag_sum": 0},
-                                self.groups_taken)
+                                self.taken)
 
     def admit(self, slot: int) -> None:
         ep = self.pool.slots[slot]
@@ -155,22 +165,23 @@ class LearnLane(Lane):
         """One update; False once the replicas agreed to stop. The groups' slots are retired as
         soon as their steps are in the training arena, so the pool refills while the update trains."""
         loaded = self.learner.load([[self.pool.slots[s] for s in g] for g in groups])
-        self.groups_taken[:] = 0
+        self.taken[:] = 0
         for group in groups:
-            self.groups_taken[self.sampler_index[int(self.pool.slots[group[0]]["header"][H.SAMPLER])]] += 1
+            sampler = self.sampler_index[int(self.pool.slots[group[0]]["header"][H.SAMPLER])]
+            self.taken[:, sampler] += (1, sum(int(self.pool.slots[s]["header"][H.ENV_STEPS]) for s in group))
             for slot in group:
                 self.retire(slot)
         agreed = self.replicas.agree(self.stop.is_set(), loaded.samples,
                                      {**self.admitted, "samples": loaded.samples,
                                       "dropped_stale": loaded.dropped_stale, "lag_sum": loaded.lag_sum},
-                                     self.groups_taken)
-        self.groups_trained += agreed.groups
+                                     self.taken)
         self.progress.add_others({k: agreed.totals[k] - self.admitted[k] for k in ADMISSIONS})
         self.admitted = dict.fromkeys(ADMISSIONS, 0)
-        stats = None if agreed.stop else self.learner.optimize(loaded, agreed)
         if agreed.stop:
             self.left_group = True
             return False
+        self.trained += agreed.by_sampler
+        stats = self.learner.optimize(loaded, agreed)
         p = self.progress
         if stats is None:
             self.learner.pass_over()

@@ -32,7 +32,7 @@ class Agreement:
     stop: bool
     samples: list[int]  # each replica's sample count this update, by learner-group rank
     totals: dict[str, float]  # COUNTS summed over the replicas
-    groups: np.ndarray  # groups this update took from each sampler, summed over the replicas
+    by_sampler: np.ndarray  # what this update took from each sampler (tallies x samplers), summed
 
 
 def weights_checksum(flat: torch.Tensor) -> tuple[int, int]:
@@ -63,7 +63,7 @@ class LearnerReplicas:
         self._samples_out = np.zeros(self.size, dtype=np.int64)
         self._counts = np.zeros(len(COUNTS), dtype=np.float64)
         self._counts_out = np.zeros(len(COUNTS), dtype=np.float64)
-        self._groups_out = np.zeros(0, dtype=np.int64)
+        self._by_sampler_out = np.zeros(0, dtype=np.int64)
         self._host_grad: torch.Tensor | None = None
 
     @property
@@ -71,25 +71,25 @@ class LearnerReplicas:
         return self.rank == 0
 
     def agree(self, stopping: bool, samples: int, counts: dict[str, float],
-              groups: np.ndarray | None = None) -> Agreement:
-        """Whether to stop, each replica's samples, and the counts and per-sampler groups summed."""
+              by_sampler: np.ndarray | None = None) -> Agreement:
+        """Whether to stop, each replica's samples, and the counts and per-sampler tallies summed."""
         self._stopping[0], self._samples[0] = int(stopping), samples
         self._counts[:] = [counts[name] for name in COUNTS]
-        groups = np.zeros(0, dtype=np.int64) if groups is None else groups
-        if self._groups_out.shape != groups.shape:
-            self._groups_out = np.zeros_like(groups)
+        by_sampler = np.zeros(0, dtype=np.int64) if by_sampler is None else by_sampler
+        if self._by_sampler_out.shape != by_sampler.shape:
+            self._by_sampler_out = np.zeros_like(by_sampler)
         if self.comm is None:
             self._stopping_out[:], self._samples_out[:], self._counts_out[:] = \
                 self._stopping, self._samples, self._counts
-            self._groups_out[:] = groups
+            self._by_sampler_out[:] = by_sampler
         else:
             wait_requests(self.comm.Iallreduce(self._stopping, self._stopping_out, op=MPI.MAX),
                           self.comm.Iallgather(self._samples, self._samples_out),
                           self.comm.Iallreduce(self._counts, self._counts_out, op=MPI.SUM),
-                          self.comm.Iallreduce(groups, self._groups_out, op=MPI.SUM),
+                          self.comm.Iallreduce(by_sampler, self._by_sampler_out, op=MPI.SUM),
                           what="learner agreement")
         return Agreement(stop=bool(self._stopping_out[0]), samples=self._samples_out.tolist(),
-                         totals=dict(zip(COUNTS, self._counts_out.tolist())), groups=self._groups_out)
+                         totals=dict(zip(COUNTS, self._counts_out.tolist())), by_sampler=self._by_sampler_out)
 
     def sum_gradients(self, flat_grad: torch.Tensor) -> None:
         """Sum the flat gradient over the replicas in buckets (a replica without samples in this

@@ -102,7 +102,7 @@ def run_learner(ctx: RankContext, run_dir: Path) -> dict | None:
         data_plane={"backend": ctx.data_backend, "mib_received": round(ctx.pump.bytes_received / 2**20, 2),
                     "pump_first_sleep_ms": round(1e3 * ctx.pump.first_sleep_s, 3)},
         devices=ctx.devices, pools={"episodes": ports.episode_pool.stats()}, checkpoint=str(ckpt),
-        groups_by_sampler={str(rank): int(n) for rank, n in zip(sims, lanes.learn.groups_trained)},
+        trained_by_sampler=lanes.learn.trained_by_sampler(),
         memory=memory_report(rss), heartbeats=inbox.heartbeat_summary(ctx.control, wall),
         ranks=rank_summary([("learn", rank_report(ctx.telemetry, ctx.heartbeats_sent)), *inbox.rank_reports()]),
         gpu=ctx.telemetry.summary()["gpu"])

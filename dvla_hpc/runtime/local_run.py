@@ -93,7 +93,7 @@ def run_local(cfg: Config, run_dir: Path, stop_request: StopRequest) -> dict:
         replica_checks=0, data_plane={"backend": "in-process", "mib_received": 0.0, "pump_first_sleep_ms": None},
         devices={"sim": "cpu", "infer": str(device), "learn": str(device)},
         pools={"episodes": learn_ports.episode_pool.stats()},
-        groups_by_sampler={"0": int(learner_lanes.learn.groups_trained[0])},
+        trained_by_sampler=learner_lanes.learn.trained_by_sampler(),
         checkpoint=str(ckpt), memory=memory_report(rss),
         heartbeats={"received": 0, "ranks": 0, "max_silence_s": 0.0, "root_control_received_per_s": 0.0,
                     "root_control_sent_per_s": 0.0},

@@ -23,7 +23,7 @@ def build_summary(progress: RunProgress, wall_seconds: float, lanes: dict, *, mo
                   layout: str, stopped_by: str, policy_version: int, versions_skipped: int,
                   weight_bytes: int, learners: int, replica_checks: int, data_plane: dict, devices: dict,
                   pools: dict, checkpoint: str, memory: dict, heartbeats: dict, ranks: dict,
-                  gpu: str, groups_by_sampler: dict[str, int]) -> dict:
+                  gpu: str, trained_by_sampler: dict[str, dict[str, int]]) -> dict:
     """summary.json: every key is a parameter, so both modes write the same keys."""
     def counter(lane: str, name: str) -> int:
         return int(lanes.get(lane, {}).get(name, 0))
@@ -41,7 +41,9 @@ def build_summary(progress: RunProgress, wall_seconds: float, lanes: dict, *, mo
         "samples_trained": progress.samples_trained,
         "samples_dropped_stale": progress.dropped_stale,
         "policy_lag_mean": round(progress.lag_mean, 4),
-        "groups_trained_by_sampler": groups_by_sampler,  # sampler id (its sim rank) -> GRPO groups
+        # sampler id (its sim rank) -> GRPO groups trained, and their env steps
+        "groups_trained_by_sampler": trained_by_sampler["groups"],
+        "env_steps_trained_by_sampler": trained_by_sampler["env_steps"],
         "lanes": lanes,
         "mode": mode, "world_size": world_size, "layout": layout, "stopped_by": stopped_by,
         "policy_version": policy_version, "versions_skipped": versions_skipped,
