@@ -65,11 +65,14 @@ def test_env_faults_lose_only_their_episodes(tmp_path, kind):
 
 def test_a_straggling_sim_rank_does_not_slow_the_others(tmp_path):
     from dvla_hpc.bench.straggler import straggler_compare
+
+    def kept_pace(found: dict) -> bool:  # the others kept theirs, the learner trained what arrived
+        return found["others_kept"] >= 0.9 and found["learner_kept"] >= 0.9 * found["learner_could_keep"]
+
     found = straggler_compare(tmp_path / "first", ranks=6, seconds=25, running_share=0.1)
-    if found["others_kept"] < 0.9:  # one pair of runs on 2 cores drifts by a tenth: pool a second
+    if not kept_pace(found):  # one pair of runs on 2 cores drifts by a tenth: pool a second
         found = straggler_compare(tmp_path / "second", ranks=6, seconds=25, running_share=0.1, earlier=found)
     for run in found["straggler"]:
         steps = run["steps"]
         assert steps[run["slow_rank"]] < min(n for rank, n in steps.items() if rank != run["slow_rank"])
-    assert found["others_kept"] >= 0.9, found
-    assert found["learner_kept"] >= 0.9 * found["learner_could_keep"], found  # it trains on what arrives
+    assert kept_pace(found), found

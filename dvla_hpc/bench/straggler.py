@@ -71,33 +71,37 @@ def timed_run(out: Path, ranks: int, seconds: float, running_share: float | None
 
 def straggler_compare(out: Path, ranks: int, seconds: float, running_share: float,
                       earlier: dict | None = None) -> dict:
-    """The same job with and without one straggling sim rank: env steps trained per sampler, and
-    what the others (and the learners) did in each. With `earlier` (a comparison from before), its
-    runs are pooled with these two: a 2-core machine's pace drifts by a tenth between runs."""
-    alone_runs = [*(earlier or {}).get("steady", []), timed_run(out / "steady", ranks, seconds, None)]
-    slowed_runs = [*(earlier or {}).get("straggler", []), timed_run(out / "straggler", ranks, seconds,
-                                                                      running_share)]
-    slow = slowed_runs[-1]["slow_rank"]
-    everyone = list(alone_runs[0]["steps"])
+    """The same job with and without one straggling sim rank. With `earlier` (a comparison from
+    before), its runs are pooled with these two: a 2-core machine's pace drifts by a tenth
+    between runs."""
+    alone = [*(earlier or {}).get("steady", []), timed_run(out / "steady", ranks, seconds, None)]
+    slowed = [*(earlier or {}).get("straggler", []), timed_run(out / "straggler", ranks, seconds, running_share)]
+    return {"ranks": ranks, "seconds": seconds, "running_share": running_share, **compare_runs(alone, slowed)}
+
+
+def compare_runs(alone: list[dict], slowed: list[dict]) -> dict:
+    """Env steps trained per second from each sampler, pooled over each side's runs: what the
+    others kept of their steady pace, and what the learners trained against what they could."""
+    slow = slowed[-1]["slow_rank"]
+    everyone = list(alone[0]["steps"])
     others = [rank for rank in everyone if rank != slow]
 
-    def rate(runs: list[dict], ranks_: list[int]) -> float:
-        return sum(run["steps"][r] for run in runs for r in ranks_) / sum(run["wall_seconds"] for run in runs)
+    def rate(runs: list[dict], ranks: list[int]) -> float:
+        return sum(run["steps"][r] for run in runs for r in ranks) / sum(run["wall_seconds"] for run in runs)
 
-    def both(ranks_: list[int]) -> list[float]:
-        return [round(rate(alone_runs, ranks_), 1), round(rate(slowed_runs, ranks_), 1)]
+    def both(ranks: list[int]) -> list[float]:
+        return [round(rate(alone, ranks), 1), round(rate(slowed, ranks), 1)]
 
-    others_kept = rate(slowed_runs, others) / max(rate(alone_runs, others), 1e-9)
+    others_kept = rate(slowed, others) / max(rate(alone, others), 1e-9)
     # what the learners could train on if the others kept their pace: theirs plus the straggler's
-    could = (rate(alone_runs, others) + rate(slowed_runs, [slow])) / max(rate(alone_runs, everyone), 1e-9)
-    return {"ranks": ranks, "seconds": seconds, "running_share": running_share, "pairs": len(alone_runs),
-            "slow_rank": slow, "steady": alone_runs, "straggler": slowed_runs,
+    could = (rate(alone, others) + rate(slowed, [slow])) / max(rate(alone, everyone), 1e-9)
+    return {"pairs": len(alone), "slow_rank": slow, "steady": alone, "straggler": slowed,
             "others_steps_per_s": both(others), "straggler_steps_per_s": both([slow]),
             "trained_steps_per_s": both(everyone),
             "updates_per_s": [round(sum(r["updates"] for r in runs) / sum(r["wall_seconds"] for r in runs), 3)
-                              for runs in (alone_runs, slowed_runs)],
+                              for runs in (alone, slowed)],
             "others_kept": round(others_kept, 3), "survived": others_kept >= 0.9,
-            "learner_kept": round(rate(slowed_runs, everyone) / max(rate(alone_runs, everyone), 1e-9), 3),
+            "learner_kept": round(rate(slowed, everyone) / max(rate(alone, everyone), 1e-9), 3),
             "learner_could_keep": round(could, 3)}
 
 
