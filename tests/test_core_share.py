@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from dvla_hpc.config.loader import load_config
-from dvla_hpc.runtime.core_share import EAGER_FIRST_SLEEP_S, pump_first_sleep_s, shares_cores
+from dvla_hpc.planes.backoff import FIRST_SLEEP_S
+from dvla_hpc.runtime.core_share import pump_first_sleep_s, shares_cores
 from dvla_hpc.runtime.topology import plan_layout
 
 
@@ -46,4 +47,4 @@ def test_the_first_sleep_is_the_configured_one_or_follows_the_cores(monkeypatch)
     assert pump_first_sleep_s(cfg, plan, 0) == pytest.approx(3e-3)
     monkeypatch.setattr("os.cpu_count", lambda: 64)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)))
-    assert pump_first_sleep_s(cfg, plan, 0) == EAGER_FIRST_SLEEP_S
+    assert pump_first_sleep_s(cfg, plan, 0) == FIRST_SLEEP_S

@@ -1,6 +1,5 @@
 """What the learner root hears from the other ranks: heartbeats (with telemetry and running CPU
-totals), lane and rank
-reports, and the FINISHED handshake at the end of the run."""
+totals), lane and rank reports, and the FINISHED handshake at the end of the run."""
 from __future__ import annotations
 
 import time

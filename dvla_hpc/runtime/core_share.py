@@ -4,10 +4,10 @@ since each wake (about 20 us of CPU and a context switch) is taken from the lane
 from __future__ import annotations
 
 import os
-from dvla_hpc.config.schema import Config
-from dvla_hpc.runtime.topology import RolePlan
 
-EAGER_FIRST_SLEEP_S = 50e-6
+from dvla_hpc.config.schema import Config
+from dvla_hpc.planes.backoff import FIRST_SLEEP_S
+from dvla_hpc.runtime.topology import RolePlan
 
 
 def processes_of(plan: RolePlan, rank: int, workers_per_sampler: int) -> int:
@@ -32,4 +32,4 @@ def pump_first_sleep_s(cfg: Config, plan: RolePlan, rank: int) -> float:
         return cfg.pipeline.poll_min_sleep_ms / 1000
     shared = shares_cores(plan, rank, cfg.env.workers_per_sampler,
                           os.cpu_count() or 1, len(os.sched_getaffinity(0)))
-    return cfg.pipeline.poll_max_sleep_ms / 1000 if shared else EAGER_FIRST_SLEEP_S
+    return cfg.pipeline.poll_max_sleep_ms / 1000 if shared else FIRST_SLEEP_S
