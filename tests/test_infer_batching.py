@@ -3,6 +3,7 @@ envs fit `pipeline.infer_max_batch`, and books every row back to its own sampler
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from dvla_hpc.config.loader import load_config
@@ -14,12 +15,12 @@ from dvla_hpc.runtime.blueprint import Blueprint
 HALF = 4  # envs_per_sampler 8
 
 
-def infer_rank(max_batch: int, samplers: int = 3):
+def infer_rank(max_batch: int, samplers: int = 3, device: torch.device = torch.device("cpu")):
     bp = Blueprint.from_config(load_config(None, ["env.image_size=16", "env.envs_per_sampler=8",
                                                   f"pipeline.infer_max_batch={max_batch}"]))
     ports = assembly.infer_ports(bp, samplers)
-    holder = assembly.weight_holder(bp, torch.device("cpu"), 0)
-    policy = bp.initial_policy()
+    holder = assembly.weight_holder(bp, device, 0)
+    policy = bp.initial_policy().to(device)
     holder.load_initial(torch.nn.utils.parameters_to_vector(policy.parameters()), 0)
     [lane] = assembly.infer_lanes(bp, holder, ports, 0, assembly.Signals.new())
     return bp, ports, lane, policy
@@ -105,3 +106,19 @@ def test_a_slab_waits_for_its_round_while_others_are_served():
     lane.weights.mark_staged(1)
     assert lane.serve_backlog()
     assert lane.policy_calls == 2 and not lane.backlog and set(answered(ports)) == {(1, 0)}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_policy_call_on_a_gpu_does_not_queue_behind_the_default_streams_work():
+    """In one process the learner's kernels go on the default stream; the infer lane's own stream
+    lets a policy call run while they are still queued."""
+    device = torch.device("cuda", 0)
+    _, ports, lane, _ = infer_rank(max_batch=2 * HALF, device=device)
+    rng = np.random.default_rng(0)
+    queue_slab(ports, rng, 0, 0)
+    assert lane.serve_backlog() and answered(ports)  # warm: cuDNN's first call, lazy modules
+    queue_slab(ports, rng, 1, 0)
+    torch.cuda._sleep(2_000_000_000)  # about a second of GPU time on the default stream
+    assert lane.serve_backlog() and answered(ports)
+    assert not torch.cuda.default_stream(device).query(), "the policy call waited for the default stream"

@@ -1,6 +1,7 @@
 import threading
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -73,3 +74,56 @@ def test_slab_pool_recycles_ids_and_tracks_high_water():
     assert pool.high_water == 3 and pool.in_use == 3
     pool.slots[0]["x"][:] = 2.0
     assert pool.raw[0].view(np.float32)[:8].sum() == 16.0
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+LATE = 200_000_000  # GPU cycles a stream spins first (torch.cuda._sleep): its next work runs late
+
+
+def gpu_holder() -> DoubleBufferedWeights:
+    """Version 0 (all zeros) of a 256 -> 1 linear map: its output is 256 times a version's value."""
+    holder = DoubleBufferedWeights(lambda: nn.Linear(256, 1, bias=False), device=torch.device("cuda", 0))
+    holder.load_initial(torch.zeros_like(holder.buffers[0]), 0)
+    return holder
+
+
+def stage(holder: DoubleBufferedWeights, value: float, version: int, late: bool = False) -> None:
+    """What the distribute lane does, on a stream of its own, optionally behind a long kernel."""
+    with torch.cuda.stream(torch.cuda.Stream(holder.device)):
+        staging = holder.staging_buffer(timeout=1.0)
+        if late:
+            torch.cuda._sleep(LATE)
+        staging.fill_(value)
+        holder.mark_staged(version)
+
+
+@pytest.mark.gpu
+@CUDA
+def test_a_reader_on_another_stream_waits_for_a_staged_versions_bytes():
+    holder = gpu_holder()
+    stage(holder, 1.0, 1, late=True)
+    with torch.cuda.stream(torch.cuda.Stream(holder.device)):
+        assert holder.swap_if_staged()
+        model, version = holder.active_model()
+        out = model(torch.ones(1, 256, device=holder.device)).item()
+    assert (version, out) == (1, 256.0)  # 0.0 had the read overtaken the staging copy
+
+
+@pytest.mark.gpu
+@CUDA
+def test_a_staged_version_does_not_overwrite_a_buffer_still_being_read():
+    holder = gpu_holder()
+    device = holder.device
+    reader = torch.cuda.Stream(device)
+    stage(holder, 1.0, 1)
+    with torch.cuda.stream(reader):
+        assert holder.swap_if_staged()
+        model, _ = holder.active_model()
+        torch.cuda._sleep(LATE)
+        out = model(torch.ones(1, 256, device=device))  # reads version 1's buffer, late
+    stage(holder, 2.0, 2)
+    with torch.cuda.stream(reader):
+        assert holder.swap_if_staged()  # version 1's buffer is the staging buffer now
+    stage(holder, 3.0, 3)
+    torch.cuda.synchronize(device)
+    assert out.item() == 256.0  # 768.0 had version 3 overwritten it before the late read

@@ -6,6 +6,9 @@
 (b) the throughput benchmark, async against sync, at a preset where inference and learning are
     GPU-heavy; (c) the weight tree over NCCL for the 1b preset (4 ranks sharing the GPU), GB/s and
     byte identity; (d) the learner's device peak memory against the memory plan, 1b preset;
+(e) the throughput config on the host's CPU cores alone (run.device=cpu), in one process and under
+    mpiexec -n 4: the throughput targets on a host with a core for every process, which a 2-core
+    VM cannot show;
 and first the tests marked `gpu`. Each part runs alone, so one failure does not hide the others;
 everything lands in DIR/gpu_check.json (and each part's own JSON beside it)."""
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 from dvla_hpc.bench.runs import BENCH_ENV, mpiexec, write_results
 
 CUDA = ["run.device=cuda"]
-PARTS = ("gpu_tests", "quickstart_local", "quickstart_mpi4", "throughput", "tree_nccl", "memory_fit")
+PARTS = ("gpu_tests", "quickstart_local", "quickstart_mpi4", "throughput", "tree_nccl", "memory_fit",
+         "cpu_throughput")
 
 
 def run_part(name: str, cmd: list[str], timeout_s: float, log_dir: Path) -> dict:
@@ -76,6 +80,10 @@ def part_commands(args: argparse.Namespace, out: Path) -> dict[str, Part]:
         "memory_fit": ([py, "-m", "dvla_hpc.bench", "memory_fit", "--out", str(out / "memory"),
                         f"model.preset={args.tree_preset}", "learn.minibatch_size=64", *CUDA],
                        150, None, out / "memory/memory_fit.json"),
+        "cpu_throughput": ([py, "-m", "dvla_hpc.bench", "throughput", "--config", "configs/throughput.yaml",
+                            "--out", str(out / "cpu_throughput"), "--ranks", "4", "--probe-seconds", "4",
+                            "run.total_env_steps=16000", "run.device=cpu"], 300, None,
+                           out / "cpu_throughput/throughput.json"),
     }
 
 

@@ -113,6 +113,10 @@ class InferLane(Lane):
         self.assembler = assembler
         self.episode_out = episode_out
         self.generator = torch.Generator(weights.device).manual_seed(seed)
+        # On a GPU the lane's kernels go on a stream of their own, at high priority: in one
+        # process the learner shares the GPU, and on the default stream every policy call would
+        # queue behind the update's kernels.
+        self.stream = torch.cuda.Stream(weights.device, priority=-1) if weights.device.type == "cuda" else None
         self.swaps = 0
         self.episodes = 0
         self.observations = 0  # env observations acted on: one per env step, or per chunk of k
@@ -143,12 +147,13 @@ class InferLane(Lane):
         weights new enough for its round. False once the run stops mid-way."""
         while (slot := self.obs_in.get_nowait()) is not None:
             self.backlog.append(slot)
-        while self.backlog:
-            picked = self.pick()
-            if picked is None:
-                return True
-            if not self.act_on(*picked):
-                return False
+        with torch.cuda.stream(self.stream):  # None on the CPU: a no-op
+            while self.backlog:
+                picked = self.pick()
+                if picked is None:
+                    return True
+                if not self.act_on(*picked):
+                    return False
         return True
 
     def pick(self) -> tuple[torch.nn.Module, int, list[int]] | None:

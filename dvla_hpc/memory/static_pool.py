@@ -45,7 +45,14 @@ def flatten_gradients(model: nn.Module, flat: torch.Tensor) -> torch.Tensor:
 
 class DoubleBufferedWeights:
     """Two model copies over two flat buffers on `device`. The distributor fills the staging copy;
-    the inference lane swaps to it between batches (a pointer swap, never a copy on its path)."""
+    the inference lane swaps to it between batches (a pointer swap, never a copy on its path).
+
+    On a GPU the filling and the reading run on different streams (the distributor's thread on its
+    current stream, the inference lane on its own), so each hand-over is an event: `mark_staged`
+    records one on the filler's stream that the swapper's stream waits for, so no kernel reads a
+    version before its bytes have landed; `swap_if_staged` records one on the swapper's stream that
+    the filler's stream waits for in `staging_buffer`, so no version overwrites a buffer that
+    kernels queued before the swap still read."""
 
     def __init__(self, make_model: Callable[[], nn.Module], initial_version: int = 0,
                  device: torch.device = torch.device("cpu")):
@@ -57,6 +64,9 @@ class DoubleBufferedWeights:
         self.versions = [initial_version, -1]
         self.active = 0
         self._staged = False
+        on_gpu = device.type == "cuda"
+        self._landed = torch.cuda.Event() if on_gpu else None
+        self._released = torch.cuda.Event() if on_gpu else None
         self._cond = threading.Condition()
 
     @property
@@ -70,23 +80,37 @@ class DoubleBufferedWeights:
         for buf in self.buffers:
             buf.copy_(flat)
         self.versions = [version, version]
+        if self._landed is not None:  # once, before any lane runs: readers on other streams see it
+            torch.cuda.synchronize(self.device)
 
     def staging_buffer(self, timeout: float) -> torch.Tensor | None:
         """The inactive buffer once the previous staged version has been swapped in; None on timeout."""
         with self._cond:
             if not self._cond.wait_for(lambda: not self._staged, timeout):
                 return None
+            if self._released is not None:
+                torch.cuda.current_stream(self.device).wait_event(self._released)
             return self.buffers[1 - self.active]
 
     def mark_staged(self, version: int) -> None:
+        """The staging buffer holds `version` once the work queued so far on the caller's current
+        stream has run."""
         with self._cond:
+            if self._landed is not None:
+                self._landed.record(torch.cuda.current_stream(self.device))
             self.versions[1 - self.active] = version
             self._staged = True
 
     def swap_if_staged(self) -> bool:
+        """Make the staged version active (on a GPU, once the caller's current stream has
+        waited for its bytes)."""
         with self._cond:
             if not self._staged:
                 return False
+            if self._landed is not None:
+                stream = torch.cuda.current_stream(self.device)
+                self._released.record(stream)
+                stream.wait_event(self._landed)
             self.active = 1 - self.active
             self._staged = False
             self._cond.notify_all()
